@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine with only Python 3.11:
+#   make serve   # engine + embedded nats-server + SQLite log under ./data
+#   make test    # the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ./data
+
+.PHONY: serve test lint bench demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Reinstall whenever pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+serve: $(VENV)/.installed
+	$(BIN)/synvoice serve --data $(DATA)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check engine devices projections tests
+	$(BIN)/ruff format --check engine devices projections tests
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed
+	$(BIN)/synvoice bench
+
+demo: $(VENV)/.installed
+	$(BIN)/synvoice demo
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

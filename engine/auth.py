@@ -1,0 +1,70 @@
+"""Request authentication: HMAC-SHA256 over subject, timestamp and body.
+
+A device holds ``device_id`` and a secret issued at enrollment. Every request
+carries three headers; the engine recomputes the signature with its copy of the
+secret. The timestamp bounds replays of a captured request to a short window,
+and inside it every write is idempotent (event ids, one number per document).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable, Mapping
+
+from engine.errors import SynvoiceError
+
+HDR_DEVICE = "Synvoice-Device"
+HDR_TIME = "Synvoice-Time"
+HDR_SIG = "Synvoice-Signature"
+MAX_SKEW_SECONDS = 300
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def signature(secret: bytes, subject: str, timestamp: int, body: bytes) -> str:
+    msg = f"{subject}\n{timestamp}\n".encode() + body
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+
+
+def sign(device_id: str, secret: bytes, subject: str, body: bytes) -> dict[str, str]:
+    ts = int(time.time())
+    return {
+        HDR_DEVICE: device_id,
+        HDR_TIME: str(ts),
+        HDR_SIG: signature(secret, subject, ts, body),
+    }
+
+
+def verify(
+    headers: Mapping[str, str] | None,
+    subject: str,
+    body: bytes,
+    secret_of: Callable[[str], bytes | None],
+    now: float | None = None,
+) -> str:
+    """Return the authenticated device id or raise ``unauthorized``."""
+    if not headers:
+        raise SynvoiceError("unauthorized", "request is not signed (missing Synvoice-* headers)")
+    device = headers.get(HDR_DEVICE)
+    ts_raw = headers.get(HDR_TIME)
+    sig = headers.get(HDR_SIG)
+    if not device or not ts_raw or not sig:
+        raise SynvoiceError("unauthorized", "request is not signed (missing Synvoice-* headers)")
+    try:
+        ts = int(ts_raw)
+    except ValueError:
+        raise SynvoiceError("unauthorized", "Synvoice-Time is not an integer") from None
+    current = time.time() if now is None else now
+    if abs(current - ts) > MAX_SKEW_SECONDS:
+        raise SynvoiceError("unauthorized", "request timestamp outside the allowed window")
+    secret = secret_of(device)
+    if secret is None:
+        raise SynvoiceError("unauthorized", f"unknown device {device!r}")
+    if not hmac.compare_digest(signature(secret, subject, ts, body), sig):
+        raise SynvoiceError("unauthorized", "bad signature")
+    return device

@@ -1,0 +1,647 @@
+"""The engine core: validates requests, numbers documents, group-commits to the log.
+
+Transport-free: ``handle(subject, headers, body)`` takes the raw request and
+returns the raw reply (or raises ``SynvoiceError``). ``engine.service`` wires it
+to NATS; tests and the CLI may call it directly.
+
+Group commit: every write (a push, a number request, an admin change) becomes a
+job on one queue. A single writer task drains all waiting jobs, plans them
+against the in-memory state, seals the new events (positions, hash chain) and
+writes them with the state snapshot in one SQLite transaction. Only after the
+COMMIT are the jobs answered, so an acknowledgement means "durable".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from engine import auth, codec, protocol
+from engine.config import EngineConfig
+from engine.errors import SynvoiceError
+from engine.events import (
+    ENGINE_DEVICE,
+    KINDS,
+    REGISTRY,
+    DeviceEnrolled,
+    DeviceRevoked,
+    DocumentCreated,
+    EpochExtended,
+    EpochOpened,
+    Event,
+    NumberAssigned,
+    UserEnrolled,
+    UserModeSet,
+    new_event,
+    parse_event,
+)
+from engine.log import EventLog, Record, SideWrite
+from engine.numbering import extension_needed, open_epoch
+from engine.state import EngineState
+
+log = logging.getLogger("synvoice.engine")
+
+# Namespace for ids of events the engine derives deterministically (so a retry
+# of the same request maps onto the same event).
+ENGINE_NS = uuid.UUID("6f1c2b1e-5a7d-4c1e-9a43-0d2b8f7e5c11")
+
+CommitListener = Callable[[Sequence[tuple[Event, Record]]], None]
+
+
+@dataclass(frozen=True)
+class Caller:
+    device_id: str
+    user: str
+    admin: bool = False
+
+
+class _Batch:
+    """Events planned for one transaction; applies them to the state as they come."""
+
+    def __init__(self, state: EngineState) -> None:
+        self.state = state
+        self.events: list[Event] = []
+        self.index: dict[bytes, int] = {}
+        self.side: list[SideWrite] = []
+        self.reserved: dict[bytes, int] = {}
+
+    def add(self, ev: Event) -> int:
+        idx = len(self.events)
+        self.events.append(ev)
+        self.index[ev.event_id.bytes] = idx
+        self.state.apply(ev)
+        return idx
+
+
+@dataclass
+class _Job:
+    plan: Callable[[_Batch], Callable[[int], Any]]  # returns a resolver(base_position)
+    size: int
+    lookup_ids: list[bytes]  # event ids whose stored positions the plan needs
+    reserve_ids: list[bytes]  # doc ids whose reserved numbers the plan needs
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class EngineCore:
+    def __init__(self, config: EngineConfig, log_: EventLog, state: EngineState) -> None:
+        self.config = config
+        self.log = log_
+        self.state = state
+        self.admin_secret: bytes | None = None
+        self._secrets: dict[str, bytes] = {}
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.listeners: list[CommitListener] = []
+        self.started_at = time.time()
+        self.published = 0  # set by the publisher
+
+    # --- life cycle -------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, config: EngineConfig) -> EngineCore:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        log_ = await EventLog.open(config.log_path, sync=config.sync)
+        core = cls(config, log_, await load_state(log_))
+        core._secrets = await log_.credentials()
+        core.admin_secret = load_or_create_admin_secret(config)
+        return core
+
+    async def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="synvoice-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        await self.log.close()
+
+    # --- the request entry point ---------------------------------------------------
+
+    async def handle(self, subject: str, headers: dict[str, str] | None, body: bytes) -> bytes:
+        if len(body) > self.config.max_request_bytes:
+            raise SynvoiceError(
+                "too_large",
+                f"request is {len(body)} bytes, limit is {self.config.max_request_bytes}",
+            )
+        caller = self.authenticate(subject, headers, body)
+        req = codec.unpack_request(body, self.config.max_request_bytes)
+        if subject == protocol.PUSH:
+            return codec.pack(await self.push(caller, req))
+        if subject == protocol.PULL:
+            return await self.pull(caller, req)
+        if subject == protocol.NUMBERS:
+            return codec.pack(await self.numbers(caller, req))
+        if subject == protocol.STATUS:
+            return codec.pack(self.status())
+        if subject.startswith(f"{protocol.PREFIX}.admin."):
+            if not caller.admin:
+                raise SynvoiceError("forbidden", "admin requests need the admin credential")
+            if subject == protocol.ADMIN_ENROLL:
+                return codec.pack(await self.enroll(_str(req, "user"), _opt_str(req, "name")))
+            if subject == protocol.ADMIN_REVOKE:
+                return codec.pack(
+                    await self.revoke(_str(req, "device_id"), _opt_str(req, "reason"))
+                )
+            if subject == protocol.ADMIN_MODE:
+                return codec.pack(
+                    await self.set_mode(_str(req, "mode"), bool(req.get("force", False)))
+                )
+        raise SynvoiceError("not_found", f"no endpoint {subject!r}")
+
+    def authenticate(self, subject: str, headers: dict[str, str] | None, body: bytes) -> Caller:
+        device = auth.verify(headers, subject, body, self._secret_of)
+        if device == protocol.ADMIN_DEVICE:
+            return Caller(device, protocol.ADMIN_DEVICE, admin=True)
+        info = self.state.devices.get(device)
+        if info is None:
+            raise SynvoiceError("unauthorized", f"unknown device {device!r}")
+        if info.revoked:
+            raise SynvoiceError("revoked", f"device {device!r} was revoked")
+        return Caller(device, info.user)
+
+    def _secret_of(self, device_id: str) -> bytes | None:
+        if device_id == protocol.ADMIN_DEVICE:
+            return self.admin_secret
+        return self._secrets.get(device_id)
+
+    # --- push -----------------------------------------------------------------------
+
+    async def push(self, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+        raw_events = req.get("events")
+        if not isinstance(raw_events, list):
+            raise SynvoiceError("bad_request", "'events' must be a list")
+        if len(raw_events) > self.config.max_batch_events:
+            raise SynvoiceError(
+                "too_large",
+                f"{len(raw_events)} events in one push, limit is {self.config.max_batch_events}",
+            )
+        if caller.admin:
+            raise SynvoiceError("forbidden", "the admin credential cannot push events")
+        events = [self._validate_pushed(caller, i, raw) for i, raw in enumerate(raw_events)]
+        if not events:
+            return {"results": [], "head": self.log.head}
+
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            refs: list[tuple[bool, int]] = []  # (new in this batch, index or position)
+            for ev in events:
+                eid = ev.event_id.bytes
+                if eid in self._existing:
+                    refs.append((False, self._existing[eid]))
+                elif eid in batch.index:
+                    refs.append((True, batch.index[eid]))
+                else:
+                    refs.append((True, batch.add(ev)))
+                    self._maybe_extend_epoch(batch, ev)
+
+            def resolve(base: int) -> Any:
+                results = []
+                seen: set[int] = set()
+                for ev, (new, ref) in zip(events, refs, strict=True):
+                    pos = base + ref + 1 if new else ref
+                    dup = not new or ref in seen
+                    if new:
+                        seen.add(ref)
+                    results.append(
+                        {"event_id": str(ev.event_id), "position": pos, "duplicate": dup}
+                    )
+                return {"results": results, "head": self.log.head}
+
+            return resolve
+
+        return await self._submit(plan, len(events), [e.event_id.bytes for e in events])
+
+    def _validate_pushed(self, caller: Caller, i: int, raw: Any) -> Event:
+        try:
+            if isinstance(raw, dict) and len(codec.pack(raw)) > self.config.max_event_bytes:
+                raise SynvoiceError(
+                    "too_large", f"event is over {self.config.max_event_bytes} bytes"
+                )
+            ev = parse_event(raw)
+            if REGISTRY[ev.type].origin != "device":
+                raise SynvoiceError("forbidden", f"{ev.type} events are written by the engine only")
+            if ev.device_id != caller.device_id:
+                raise SynvoiceError(
+                    "forbidden",
+                    f"event claims device {ev.device_id!r} but the request is from "
+                    f"{caller.device_id!r}",
+                )
+            if ev.user != caller.user:
+                raise SynvoiceError(
+                    "forbidden",
+                    f"event claims user {ev.user!r} but device {caller.device_id!r} "
+                    f"belongs to {caller.user!r}",
+                )
+            return ev
+        except SynvoiceError as exc:
+            raise SynvoiceError(exc.code, f"event {i}: {exc.message}", exc.details) from None
+
+    def _maybe_extend_epoch(self, batch: _Batch, ev: Event) -> None:
+        st = self.state
+        if st.mode != "distributed" or ev.kind is None:
+            return
+        if ev.type == "document.created":
+            number = ev.payload(DocumentCreated).number
+        elif ev.type == "document.number_assigned":
+            number = ev.payload(NumberAssigned).number
+        else:
+            return
+        eps = st.epochs[ev.kind]
+        if not number or not eps:
+            return
+        end = extension_needed(eps[-1], number, self.config.runway)
+        if end is not None:
+            batch.add(
+                self._engine_event(
+                    "numbering.epoch_extended",
+                    EpochExtended(kind=ev.kind, epoch=eps[-1].epoch, end=end),
+                )
+            )
+
+    # --- pull -----------------------------------------------------------------------
+
+    async def pull(self, caller: Caller, req: dict[str, Any]) -> bytes:
+        after = _int(req, "after", 0, minimum=0)
+        limit = min(_int(req, "limit", self.config.pull_limit, minimum=1), self.config.pull_limit)
+        with_hashes = bool(req.get("hashes", False))
+        records = await self.log.read(after, limit, self.config.pull_max_bytes)
+        head = self.log.head
+        last = records[-1].position if records else after
+        # Splice the stored msgpack bodies into the reply as they are: no re-encoding.
+        pk = msgpack.Packer(use_bin_type=True)
+        parts = [
+            pk.pack_map_header(4 if with_hashes else 3),
+            pk.pack("head"),
+            pk.pack(head),
+            pk.pack("more"),
+            pk.pack(last < head),
+            pk.pack("events"),
+            pk.pack_array_header(len(records)),
+        ]
+        parts.extend(r.body for r in records)
+        if with_hashes:
+            parts.append(pk.pack("hashes"))
+            parts.append(pk.pack([r.hash for r in records]))
+        return b"".join(parts)
+
+    # --- centralized numbers --------------------------------------------------------
+
+    async def numbers(self, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+        if caller.admin:
+            raise SynvoiceError("forbidden", "numbers are requested by devices")
+        if self.state.mode != "centralized":
+            raise SynvoiceError(
+                "mode",
+                f"the server is in {self.state.mode} mode: numbers are assigned on the device",
+            )
+        items_raw = req.get("items")
+        if not isinstance(items_raw, list) or not items_raw:
+            raise SynvoiceError("bad_request", "'items' must be a non-empty list")
+        if len(items_raw) > 1000:
+            raise SynvoiceError("too_large", "at most 1000 numbers per request")
+        items: list[tuple[str, uuid.UUID, bool]] = []
+        for i, it in enumerate(items_raw):
+            if not isinstance(it, dict):
+                raise SynvoiceError("bad_request", f"item {i} must be a map")
+            kind = it.get("kind")
+            if kind not in KINDS:
+                raise SynvoiceError("schema", f"item {i}: kind must be one of {', '.join(KINDS)}")
+            try:
+                doc_id = uuid.UUID(str(it.get("doc_id")))
+            except ValueError:
+                raise SynvoiceError("schema", f"item {i}: doc_id must be a UUID") from None
+            items.append((str(kind), doc_id, bool(it.get("fresh", False))))
+
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            out: list[int] = []
+            rows: list[tuple[bytes, str, int]] = []
+            for kind, doc_id, fresh in items:
+                key = doc_id.bytes
+                known = batch.reserved.get(key, self._reserved.get(key))
+                if known is not None and not fresh:
+                    out.append(known)
+                    continue
+                n = self.state.counters[kind].next()
+                batch.add(
+                    new_event(
+                        "document.number_assigned",
+                        NumberAssigned(number=n, source="server", previous=known),
+                        device_id=caller.device_id,
+                        user=caller.user,
+                        device_seq=0,
+                        doc_id=doc_id,
+                        kind=kind,
+                        event_id=uuid.uuid5(ENGINE_NS, f"number:{doc_id}:{kind}:{n}"),
+                    )
+                )
+                batch.reserved[key] = n
+                rows.append((key, kind, n))
+                out.append(n)
+            batch.side.append(
+                (
+                    "INSERT INTO reservations(doc_id, kind, number) VALUES (?,?,?) "
+                    "ON CONFLICT(doc_id) DO UPDATE SET number = excluded.number",
+                    rows,
+                )
+            )
+            return lambda _base: {"numbers": out}
+
+        return await self._submit(plan, len(items), reserve=[d.bytes for _, d, f in items if not f])
+
+    # --- admin ----------------------------------------------------------------------
+
+    async def enroll(self, user: str, name: str | None = None) -> dict[str, Any]:
+        device_id = "dev-" + uuid.uuid4().hex[:12]
+        secret = auth.new_secret()
+        try:
+            DeviceEnrolled(device_id=device_id, user=user, name=name)
+        except Exception:
+            raise SynvoiceError(
+                "schema", "user must be 1-64 letters, digits, space, '.', '_', '@' or '-'"
+            ) from None
+
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            st = self.state
+            slot = st.users.get(user)
+            if slot is None:
+                slot = len(st.users) + 1
+                batch.add(
+                    self._engine_event("settings.user_enrolled", UserEnrolled(user=user, slot=slot))
+                )
+                if st.mode == "distributed":
+                    self._open_epochs(batch)
+            batch.add(
+                self._engine_event(
+                    "settings.device_enrolled",
+                    DeviceEnrolled(device_id=device_id, user=user, name=name),
+                )
+            )
+            batch.side.append(
+                ("INSERT INTO credentials(device_id, secret) VALUES (?, ?)", [(device_id, secret)])
+            )
+
+            def resolve(_base: int) -> Any:
+                self._secrets[device_id] = secret
+                return {"device_id": device_id, "secret": secret.hex(), "user": user, "slot": slot}
+
+            return resolve
+
+        return await self._submit(plan, 1)
+
+    async def revoke(self, device_id: str, reason: str | None = None) -> dict[str, Any]:
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            info = self.state.devices.get(device_id)
+            if info is None:
+                raise SynvoiceError("not_found", f"no device {device_id!r}")
+            if not info.revoked:
+                batch.add(
+                    self._engine_event(
+                        "settings.device_revoked", DeviceRevoked(device_id=device_id, reason=reason)
+                    )
+                )
+            return lambda _base: {"device_id": device_id, "revoked": True}
+
+        return await self._submit(plan, 1)
+
+    async def set_mode(self, mode: str, force: bool = False) -> dict[str, Any]:
+        try:
+            payload = UserModeSet(mode=mode, previous=self.state.mode, forced=force)  # type: ignore[arg-type]
+        except Exception:
+            raise SynvoiceError(
+                "schema", "mode must be single, centralized or distributed"
+            ) from None
+
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            st = self.state
+            previous = st.mode
+            if st.mode_set and previous == mode:
+                return lambda _b: {"mode": mode, "changed": False}
+            if st.documents > 0 and not force:
+                raise SynvoiceError(
+                    "conflict",
+                    f"{st.documents} documents exist: the user mode is set once; "
+                    "use --force to change it (the change is recorded in the log)",
+                )
+            batch.add(
+                self._engine_event(
+                    "settings.user_mode_set",
+                    payload.model_copy(
+                        update={"previous": previous, "forced": force and st.documents > 0}
+                    ),
+                )
+            )
+            if mode == "centralized":
+                # Continue above every number already in use.
+                for c in st.counters.values():
+                    c.last = max(c.last, c.highest)
+                    c.taken.clear()
+            if mode == "distributed" and st.users:
+                self._open_epochs(batch)
+            return lambda _b: {"mode": mode, "changed": True, "previous": previous}
+
+        return await self._submit(plan, 1)
+
+    def _open_epochs(self, batch: _Batch) -> None:
+        for kind in KINDS:
+            eps = self.state.epochs[kind]
+            ep = open_epoch(eps, self.state.users, self.config.runway)
+            floor = self.state.counters[kind].highest
+            if ep.start <= floor:  # a forced switch: start above every number in use
+                shift = floor + 1 - ep.start
+                ep.start += shift
+                ep.end += shift
+            batch.add(
+                self._engine_event(
+                    "numbering.epoch_opened",
+                    EpochOpened(
+                        kind=kind,  # type: ignore[arg-type]
+                        epoch=ep.epoch,
+                        start=ep.start,
+                        increment=ep.increment,
+                        slots=ep.slots,
+                        end=ep.end,
+                    ),
+                )
+            )
+
+    def _engine_event(self, type_: str, payload: Any) -> Event:
+        return new_event(type_, payload, device_id=ENGINE_DEVICE, user=ENGINE_DEVICE, device_seq=0)
+
+    # --- status ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "version": _version(),
+            "head": self.log.head,
+            "published": self.published,
+            "mode": st.mode,
+            "mode_set": st.mode_set,
+            "users": st.users,
+            "devices": {
+                d: {"user": i.user, "name": i.name, "revoked": i.revoked}
+                for d, i in st.devices.items()
+            },
+            "documents": st.documents,
+            "events": st.events,
+            "data_bytes": st.data_bytes,
+            "counters": {k: c.last for k, c in st.counters.items()},
+            "epochs": {
+                k: [
+                    {
+                        "epoch": e.epoch,
+                        "start": e.start,
+                        "increment": e.increment,
+                        "slots": e.slots,
+                        "end": e.end,
+                    }
+                    for e in eps
+                ]
+                for k, eps in st.epochs.items()
+            },
+            "uptime": round(time.time() - self.started_at, 3),
+        }
+
+    # --- the writer ------------------------------------------------------------------
+
+    _existing: dict[bytes, int] = {}
+    _reserved: dict[bytes, int] = {}
+
+    async def _submit(
+        self,
+        plan: Callable[[_Batch], Callable[[int], Any]],
+        size: int,
+        event_ids: list[bytes] | None = None,
+        reserve: list[bytes] | None = None,
+    ) -> Any:
+        if self._writer is None:
+            raise SynvoiceError("unavailable", "engine is not running")
+        job = _Job(plan=plan, size=size, lookup_ids=event_ids or [], reserve_ids=reserve or [])
+        await self._queue.put(job)
+        return await job.future
+
+    async def _write_loop(self) -> None:
+        while True:
+            jobs = [await self._queue.get()]
+            size = jobs[0].size
+            while not self._queue.empty() and size < self.config.max_batch_events:
+                j = self._queue.get_nowait()
+                jobs.append(j)
+                size += j.size
+            try:
+                await self._commit(jobs)
+            except Exception as exc:
+                log.exception("commit failed; reloading state from the log")
+                self.state = await load_state(self.log)
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
+
+    async def _commit(self, jobs: list[_Job]) -> None:
+        ids = [i for j in jobs for i in j.lookup_ids]
+        self._existing = await self.log.lookup(ids) if ids else {}
+        res = [i for j in jobs for i in j.reserve_ids]
+        self._reserved = await self.log.reservations(res) if res else {}
+        batch = _Batch(self.state)
+        resolvers: list[tuple[_Job, Callable[[int], Any]]] = []
+        for job in jobs:
+            mark = len(batch.events)
+            try:
+                resolvers.append((job, job.plan(batch)))
+            except SynvoiceError as exc:
+                if len(batch.events) != mark:  # plans validate before adding; be safe anyway
+                    raise
+                job.future.set_exception(exc)
+        base = self.log.head
+        sealed = self.log.seal(batch.events)
+        self.state.data_bytes += sum(len(r.body) for _, r in sealed)
+        side = (
+            [
+                *batch.side,
+                (
+                    "INSERT INTO meta(key, value) VALUES ('state', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    [(codec.pack(self.state.to_snapshot()),)],
+                ),
+            ]
+            if sealed or batch.side
+            else []
+        )
+        await self.log.append(sealed, side)
+        for job, resolve in resolvers:
+            if not job.future.done():
+                job.future.set_result(resolve(base))
+        if sealed:
+            for listener in self.listeners:
+                try:
+                    listener(sealed)
+                except Exception:
+                    log.exception("commit listener failed")
+
+
+async def load_state(log_: EventLog) -> EngineState:
+    """The snapshot stored with the last commit (or an empty state for a new log)."""
+    raw = await log_.get_meta("state")
+    if raw is None:
+        if log_.head:
+            # A log without a snapshot (e.g. copied from elsewhere): fold it.
+            st = EngineState()
+            async for rows in log_.iter_records():
+                for r in rows:
+                    st.apply(r.event(), len(r.body))
+            return st
+        return EngineState()
+    return EngineState.from_snapshot(codec.unpack(raw))
+
+
+def load_or_create_admin_secret(config: EngineConfig) -> bytes:
+    p = config.admin_secret_path
+    if p.exists():
+        return bytes.fromhex(p.read_text().strip())
+    secret = auth.new_secret()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.touch(mode=0o600)
+    p.write_text(secret.hex() + "\n")
+    return secret
+
+
+def _version() -> str:
+    from engine import __version__
+
+    return __version__
+
+
+def _str(req: dict[str, Any], key: str) -> str:
+    v = req.get(key)
+    if not isinstance(v, str) or not v:
+        raise SynvoiceError("bad_request", f"'{key}' must be a non-empty string")
+    return v
+
+
+def _opt_str(req: dict[str, Any], key: str) -> str | None:
+    v = req.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise SynvoiceError("bad_request", f"'{key}' must be a string")
+    return v
+
+
+def _int(req: dict[str, Any], key: str, default: int, minimum: int = 0) -> int:
+    v = req.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum or v > 2**62:
+        raise SynvoiceError("bad_request", f"'{key}' must be an integer >= {minimum}")
+    return v

@@ -1,0 +1,369 @@
+"""The event model: one envelope, a registry of typed payloads, upcasting.
+
+Every change is an immutable event. The envelope is the same for every type;
+``data`` is validated against the payload model registered for ``type``.
+Devices make the envelope (event id, device sequence, device time); the engine
+adds ``position`` and ``committed_at`` when it appends, and the log keeps a hash
+chain over the stored bytes (see ``engine.hashchain``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal, TypeVar, get_args
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from engine.errors import SynvoiceError
+
+Kind = Literal["invoice", "quote", "estimate"]
+KINDS: tuple[str, ...] = get_args(Kind)
+UserMode = Literal["single", "centralized", "distributed"]
+USER_MODES: tuple[str, ...] = get_args(UserMode)
+NumberSource = Literal["device", "server", "manual"]
+Status = Literal["draft", "issued", "void", "converted"]
+
+# The engine authors settings/numbering events under this device id.
+ENGINE_DEVICE = "engine"
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- value objects -----------------------------------------------------------------
+
+
+class Customer(_Model):
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    address: str | None = Field(default=None, max_length=1000)
+    tax_id: str | None = Field(default=None, max_length=64)
+
+
+_Money = Decimal
+
+
+class Line(_Model):
+    description: str = Field(min_length=1, max_length=1000)
+    quantity: Decimal = Field(ge=Decimal("-1e9"), le=Decimal("1e9"), decimal_places=6)
+    unit_price: Decimal = Field(ge=Decimal("-1e12"), le=Decimal("1e12"), decimal_places=6)
+    tax_rate: Decimal = Field(default=Decimal(0), ge=0, le=100, decimal_places=4)  # percent
+
+    @property
+    def net(self) -> Decimal:
+        return self.quantity * self.unit_price
+
+    @property
+    def tax(self) -> Decimal:
+        return self.net * self.tax_rate / Decimal(100)
+
+
+def totals(lines: list[Line]) -> tuple[Decimal, Decimal, Decimal]:
+    """(net, tax, gross) rounded to cents; used by device views, projections and PDFs."""
+    cent = Decimal("0.01")
+    net = sum((ln.net for ln in lines), Decimal(0)).quantize(cent)
+    tax = sum((ln.tax for ln in lines), Decimal(0)).quantize(cent)
+    return net, tax, net + tax
+
+
+# --- document payloads ----------------------------------------------------------------
+
+
+class DocumentCreated(_Model):
+    number: int = Field(default=0, ge=0, le=2**53)  # 0 = not assigned yet
+    number_source: NumberSource = "device"
+    customer: Customer | None = None
+    lines: list[Line] = Field(default_factory=list, max_length=1000)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    issue_date: date | None = None
+    due_date: date | None = None
+    notes: str | None = Field(default=None, max_length=4000)
+    converted_from: uuid.UUID | None = None  # the quote/estimate this invoice came from
+
+
+class CustomerChanged(_Model):
+    customer: Customer
+
+
+class LinesChanged(_Model):
+    lines: list[Line] = Field(max_length=1000)
+
+
+class DatesChanged(_Model):
+    issue_date: date | None = None
+    due_date: date | None = None
+
+
+class NumberAssigned(_Model):
+    number: int = Field(ge=0, le=2**53)
+    source: NumberSource
+    previous: int | None = Field(default=None, ge=0)
+
+
+class Issued(_Model):
+    pass
+
+
+class Voided(_Model):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class Converted(_Model):
+    """A quote or estimate became an invoice (the invoice's own ``document.created``
+    carries ``converted_from``)."""
+
+    invoice_id: uuid.UUID
+
+
+# --- settings / numbering payloads (engine-authored) -------------------------------
+
+
+class UserModeSet(_Model):
+    mode: UserMode
+    previous: UserMode | None = None
+    forced: bool = False
+
+
+class UserEnrolled(_Model):
+    user: str = Field(pattern=_NAME)
+    slot: int = Field(ge=1)  # 1-based; distributed mode numbers from it
+
+
+class DeviceEnrolled(_Model):
+    device_id: str = Field(pattern=_NAME)
+    user: str = Field(pattern=_NAME)
+    name: str | None = Field(default=None, max_length=100)
+
+
+class DeviceRevoked(_Model):
+    device_id: str = Field(pattern=_NAME)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class EpochOpened(_Model):
+    """Distributed numbering: in ``[start, end]`` user with slot k numbers
+    ``start + (k-1) + j*increment`` (see ``engine.numbering``)."""
+
+    kind: Kind
+    epoch: int = Field(ge=1)
+    start: int = Field(ge=1)
+    increment: int = Field(ge=1)
+    slots: dict[str, int]
+    end: int = Field(ge=1)
+
+
+class EpochExtended(_Model):
+    kind: Kind
+    epoch: int = Field(ge=1)
+    end: int = Field(ge=1)
+
+
+# --- registry ------------------------------------------------------------------------
+
+Origin = Literal["device", "engine"]
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    model: type[BaseModel]
+    schema_version: int = 1
+    origin: Origin = "device"  # who may author it: a device push, or the engine itself
+    document: bool = True  # needs doc_id and kind
+    upcasters: Mapping[int, Upcaster] = field(default_factory=dict)  # from_version -> fn
+
+
+REGISTRY: dict[str, EventSpec] = {}
+
+
+def register(spec: EventSpec) -> EventSpec:
+    if spec.type in REGISTRY:
+        raise ValueError(f"event type {spec.type!r} registered twice")
+    REGISTRY[spec.type] = spec
+    return spec
+
+
+def _created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # Schema 1 carried only a customer name; schema 2 has a customer object.
+    data = dict(data)
+    name = data.pop("customer_name", None)
+    if name is not None and "customer" not in data:
+        data["customer"] = {"name": name}
+    return data
+
+
+for _spec in (
+    EventSpec(
+        "document.created",
+        DocumentCreated,
+        schema_version=2,
+        upcasters={1: _created_v1_to_v2},
+    ),
+    EventSpec("document.customer_changed", CustomerChanged),
+    EventSpec("document.lines_changed", LinesChanged),
+    EventSpec("document.dates_changed", DatesChanged),
+    EventSpec("document.number_assigned", NumberAssigned),
+    EventSpec("document.issued", Issued),
+    EventSpec("document.voided", Voided),
+    EventSpec("document.converted", Converted),
+    EventSpec("settings.user_mode_set", UserModeSet, origin="engine", document=False),
+    EventSpec("settings.user_enrolled", UserEnrolled, origin="engine", document=False),
+    EventSpec("settings.device_enrolled", DeviceEnrolled, origin="engine", document=False),
+    EventSpec("settings.device_revoked", DeviceRevoked, origin="engine", document=False),
+    EventSpec("numbering.epoch_opened", EpochOpened, origin="engine", document=False),
+    EventSpec("numbering.epoch_extended", EpochExtended, origin="engine", document=False),
+):
+    register(_spec)
+
+
+# --- envelope ------------------------------------------------------------------------
+
+P = TypeVar("P", bound=BaseModel)
+
+
+class Event(_Model):
+    event_id: uuid.UUID
+    type: str = Field(min_length=1, max_length=64)
+    schema_version: int = Field(default=1, ge=1, le=1000)
+    doc_id: uuid.UUID | None = None
+    kind: Kind | None = None
+    device_id: str = Field(pattern=_NAME)
+    user: str = Field(pattern=_NAME)
+    device_seq: int = Field(ge=0, le=2**62)
+    device_time: AwareDatetime
+    # Last log position the device had pulled when it made the event: lets the
+    # projections tell a concurrent (offline) edit from a sequential one.
+    seen_position: int = Field(default=0, ge=0, le=2**62)
+    data: dict[str, Any] = Field(default_factory=dict)
+    # Set by the engine on append.
+    position: int | None = None
+    committed_at: AwareDatetime | None = None
+
+    _payload: BaseModel | None = PrivateAttr(default=None)
+
+    def payload(self, model: type[P]) -> P:
+        """The typed payload (validated once, then cached)."""
+        if self._payload is None:
+            self._payload = REGISTRY[self.type].model.model_validate(self.data)
+        if not isinstance(self._payload, model):
+            raise TypeError(f"{self.type} payload is {type(self._payload).__name__}")
+        return self._payload
+
+    def to_wire(self) -> dict[str, Any]:
+        """The msgpack-ready map (also the canonical form stored in the log)."""
+        out: dict[str, Any] = {
+            "event_id": str(self.event_id),
+            "type": self.type,
+            "schema_version": self.schema_version,
+            "doc_id": str(self.doc_id) if self.doc_id is not None else None,
+            "kind": self.kind,
+            "device_id": self.device_id,
+            "user": self.user,
+            "device_seq": self.device_seq,
+            "device_time": self.device_time.isoformat(),
+            "seen_position": self.seen_position,
+            "data": self.data,
+        }
+        if self.position is not None:
+            out["position"] = self.position
+        if self.committed_at is not None:
+            out["committed_at"] = self.committed_at.isoformat()
+        return out
+
+
+def _error_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ][:20]
+
+
+def parse_event(raw: Any, *, stored: bool = False) -> Event:
+    """Validate an event map (from the wire or the log) and normalise its payload.
+
+    Older schema versions are upcast to the current one; the returned event
+    carries the current ``schema_version`` and a payload in canonical form.
+    ``stored=True`` accepts the engine-set fields (reading our own log).
+    """
+    if not isinstance(raw, dict):
+        raise SynvoiceError("bad_request", "an event must be a map")
+    if not stored and ("position" in raw or "committed_at" in raw):
+        raise SynvoiceError("forbidden", "position and committed_at are set by the engine")
+    try:
+        env = Event.model_validate(raw)
+    except ValidationError as exc:
+        raise SynvoiceError("schema", "invalid event envelope", _error_details(exc)) from exc
+    spec = REGISTRY.get(env.type)
+    if spec is None:
+        raise SynvoiceError("unknown_type", f"unknown event type {env.type!r}")
+    if env.schema_version > spec.schema_version:
+        raise SynvoiceError(
+            "schema",
+            f"{env.type} schema_version {env.schema_version} is newer than this engine "
+            f"({spec.schema_version})",
+        )
+    if spec.document and (env.doc_id is None or env.kind is None):
+        raise SynvoiceError("schema", f"{env.type} needs doc_id and kind")
+    data = env.data
+    version = env.schema_version
+    while version < spec.schema_version:
+        up = spec.upcasters.get(version)
+        if up is None:
+            raise SynvoiceError("schema", f"no upcaster for {env.type} v{version}")
+        data = up(data)
+        version += 1
+    try:
+        payload = spec.model.model_validate(data)
+    except ValidationError as exc:
+        raise SynvoiceError("schema", f"invalid {env.type} data", _error_details(exc)) from exc
+    if version != env.schema_version or not stored:
+        env = env.model_copy(
+            update={"data": payload.model_dump(mode="json"), "schema_version": version}
+        )
+    env._payload = payload
+    return env
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event(
+    type: str,
+    payload: BaseModel,
+    *,
+    device_id: str,
+    user: str,
+    device_seq: int,
+    doc_id: uuid.UUID | None = None,
+    kind: str | None = None,
+    seen_position: int = 0,
+    event_id: uuid.UUID | None = None,
+) -> Event:
+    """Make a new event (devices and the engine both use this)."""
+    spec = REGISTRY[type]
+    if not isinstance(payload, spec.model):
+        raise TypeError(f"{type} takes {spec.model.__name__}, not {type(payload).__name__}")
+    ev = Event(
+        event_id=event_id or uuid.uuid4(),
+        type=type,
+        schema_version=spec.schema_version,
+        doc_id=doc_id,
+        kind=kind,  # type: ignore[arg-type]
+        device_id=device_id,
+        user=user,
+        device_seq=device_seq,
+        device_time=now(),
+        seen_position=seen_position,
+        data=payload.model_dump(mode="json"),
+    )
+    ev._payload = payload
+    return ev

@@ -1,0 +1,263 @@
+"""The append-only, hash-chained event log on SQLite (aiosqlite, WAL).
+
+One writer (the engine) appends whole batches in one transaction; readers use
+their own connection. Rows are never updated or deleted: triggers refuse it.
+Idempotency is by event id (a UNIQUE column): the writer looks the batch's ids
+up first and appends only the new ones, so the hash chain has no holes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosqlite
+
+from engine import codec
+from engine.events import Event, now
+from engine.hashchain import GENESIS, ChainBreak, ChainVerifier, link
+
+SyncMode = Literal["full", "normal"]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    event_id BLOB NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are immutable'); END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reservations (
+    doc_id BLOB PRIMARY KEY,
+    kind TEXT NOT NULL,
+    number INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS credentials (
+    device_id TEXT PRIMARY KEY,
+    secret BLOB NOT NULL
+);
+"""
+
+# A side write done in the same transaction as an append: (sql, rows).
+SideWrite = tuple[str, Sequence[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored event: its position, exact stored bytes and chain hash."""
+
+    position: int
+    body: bytes
+    hash: bytes
+
+    def event(self) -> Event:
+        from engine.events import parse_event
+
+        return parse_event(codec.unpack(self.body), stored=True)
+
+
+async def _connect(
+    path: Path, *, readonly: bool = False, sync: SyncMode = "full"
+) -> aiosqlite.Connection:
+    if readonly:
+        conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
+    else:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit is on disk (WAL fsynced) before we acknowledge it.
+        await conn.execute(f"PRAGMA synchronous={sync.upper()}")
+    await conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+class EventLog:
+    def __init__(
+        self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection
+    ) -> None:
+        self.path = path
+        self._w = writer
+        self._r = reader
+        self._lock = asyncio.Lock()
+        self.head = 0
+        self.last_hash = GENESIS
+
+    @classmethod
+    async def open(cls, path: Path | str, *, sync: SyncMode = "full") -> EventLog:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path, sync=sync)
+        await writer.executescript(SCHEMA)
+        reader = await _connect(path)
+        log = cls(path, writer, reader)
+        async with writer.execute(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            log.head, log.last_hash = int(row[0]), bytes(row[1])
+        return log
+
+    async def close(self) -> None:
+        await self._r.close()
+        await self._w.close()
+
+    # --- writing --------------------------------------------------------------------
+
+    async def lookup(self, event_ids: Sequence[bytes]) -> dict[bytes, int]:
+        """Positions of the event ids already stored."""
+        found: dict[bytes, int] = {}
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT event_id, position FROM events WHERE event_id IN ({marks})"
+            async with self._w.execute(q, chunk) as cur:
+                for eid, pos in await cur.fetchall():
+                    found[bytes(eid)] = int(pos)
+        return found
+
+    async def reservations(self, doc_ids: Sequence[bytes]) -> dict[bytes, int]:
+        found: dict[bytes, int] = {}
+        for i in range(0, len(doc_ids), 500):
+            chunk = doc_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT doc_id, number FROM reservations WHERE doc_id IN ({marks})"
+            async with self._w.execute(q, chunk) as cur:
+                for did, num in await cur.fetchall():
+                    found[bytes(did)] = int(num)
+        return found
+
+    def seal(self, events: Sequence[Event]) -> list[tuple[Event, Record]]:
+        """Give events their positions, commit time and chain hashes (no I/O)."""
+        at = now()
+        pos, prev = self.head, self.last_hash
+        out: list[tuple[Event, Record]] = []
+        for ev in events:
+            pos += 1
+            sealed = ev.model_copy(update={"position": pos, "committed_at": at})
+            sealed._payload = ev._payload
+            body = codec.pack(sealed.to_wire())
+            prev = link(prev, body)
+            out.append((sealed, Record(pos, body, prev)))
+        return out
+
+    async def append(
+        self, sealed: Sequence[tuple[Event, Record]], side: Iterable[SideWrite] = ()
+    ) -> None:
+        """Write sealed records (from ``seal``) and side writes in one transaction."""
+        if sealed and sealed[0][1].position != self.head + 1:
+            raise RuntimeError("sealed batch does not follow the log head")
+        rows = [(r.position, ev.event_id.bytes, ev.type, r.body, r.hash) for ev, r in sealed]
+        async with self._lock:
+            await self._w.execute("BEGIN IMMEDIATE")
+            try:
+                if rows:
+                    await self._w.executemany(
+                        "INSERT INTO events(position, event_id, type, body, hash) "
+                        "VALUES (?,?,?,?,?)",
+                        rows,
+                    )
+                for sql, params in side:
+                    if params:
+                        await self._w.executemany(sql, params)
+                await self._w.execute("COMMIT")
+            except BaseException:
+                await self._w.execute("ROLLBACK")
+                raise
+        if sealed:
+            self.head = sealed[-1][1].position
+            self.last_hash = sealed[-1][1].hash
+
+    async def set_meta(self, key: str, value: bytes) -> None:
+        async with self._lock:
+            await self._w.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    async def get_meta(self, key: str) -> bytes | None:
+        async with self._r.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return bytes(row[0]) if row else None
+
+    async def set_credential(self, device_id: str, secret: bytes) -> None:
+        async with self._lock:
+            await self._w.execute(
+                "INSERT INTO credentials(device_id, secret) VALUES (?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET secret = excluded.secret",
+                (device_id, secret),
+            )
+
+    async def credentials(self) -> dict[str, bytes]:
+        async with self._r.execute("SELECT device_id, secret FROM credentials") as cur:
+            return {str(d): bytes(s) for d, s in await cur.fetchall()}
+
+    # --- reading --------------------------------------------------------------------
+
+    async def read(self, after: int, limit: int, max_bytes: int = 1 << 62) -> list[Record]:
+        """Records with position > after, at most ``limit`` and about ``max_bytes``."""
+        async with self._r.execute(
+            "SELECT position, body, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
+            (after, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        out: list[Record] = []
+        size = 0
+        for pos, body, h in rows:
+            size += len(body)
+            if out and size > max_bytes:
+                break
+            out.append(Record(int(pos), bytes(body), bytes(h)))
+        return out
+
+    async def iter_records(
+        self, after: int = 0, until: int | None = None, chunk: int = 10_000
+    ) -> AsyncIterator[list[Record]]:
+        """Every record after ``after`` (up to ``until``), in chunks, for replay."""
+        async for rows in iter_records(self._r, after, until, chunk):
+            yield rows
+
+    async def verify(self) -> tuple[int, ChainBreak | None]:
+        v = ChainVerifier()
+        async for rows in self.iter_records():
+            for r in rows:
+                if v.feed(r.position, r.body, r.hash) is not None:
+                    return v.checked, v.broken
+        return v.checked, None
+
+
+async def iter_records(
+    conn: aiosqlite.Connection, after: int = 0, until: int | None = None, chunk: int = 10_000
+) -> AsyncIterator[list[Record]]:
+    q = "SELECT position, body, hash FROM events WHERE position > ?"
+    args: list[int] = [after]
+    if until is not None:
+        q += " AND position <= ?"
+        args.append(until)
+    q += " ORDER BY position"
+    async with conn.execute(q, args) as cur:
+        while True:
+            rows = await cur.fetchmany(chunk)
+            if not rows:
+                return
+            yield [Record(int(p), bytes(b), bytes(h)) for p, b, h in rows]
+
+
+async def open_readonly(path: Path | str) -> aiosqlite.Connection:
+    """A read-only connection to a log file (the auditor's replay)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no log file at {p}")
+    try:
+        return await _connect(p, readonly=True)
+    except sqlite3.Error as exc:
+        raise FileNotFoundError(f"cannot open log {p}: {exc}") from exc

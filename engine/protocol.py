@@ -1,0 +1,33 @@
+"""Subjects and names of the wire protocol (version 1).
+
+All request and reply bodies are msgpack maps. Replies are either the result
+map or ``{"error": {"code", "message", "details"?}}``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "synvoice.v1"
+SERVICE_NAME = "synvoice-engine"
+
+PUSH = f"{PREFIX}.events.push"  # {"events": [event, ...]}
+PULL = f"{PREFIX}.events.pull"  # {"after": int, "limit": int, "hashes": bool}
+NUMBERS = f"{PREFIX}.numbers.next"  # {"items": [{"kind", "doc_id", "fresh"?}]}
+STATUS = f"{PREFIX}.status"  # {}
+ADMIN_ENROLL = f"{PREFIX}.admin.enroll"  # {"user", "name"?}
+ADMIN_REVOKE = f"{PREFIX}.admin.revoke"  # {"device_id", "reason"?}
+ADMIN_MODE = f"{PREFIX}.admin.mode"  # {"mode", "force"?}
+
+HEAD = f"{PREFIX}.head"  # core NATS notification after each commit: {"head": int}
+
+# Committed events on JetStream, one subject per kind and type, e.g.
+# synvoice.v1.log.invoice.document.created / synvoice.v1.log.engine.settings.user_mode_set
+STREAM = "SYNVOICE_EVENTS"
+LOG_SUBJECTS = f"{PREFIX}.log.>"
+HDR_POSITION = "Synvoice-Position"
+HDR_HASH = "Synvoice-Hash"
+
+ADMIN_DEVICE = "admin"
+
+
+def log_subject(kind: str | None, type_: str) -> str:
+    return f"{PREFIX}.log.{kind or 'engine'}.{type_}"

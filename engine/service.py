@@ -1,0 +1,96 @@
+"""The engine on NATS: a ``nats.micro`` service around ``EngineCore``.
+
+Each request is handled in its own task: the micro endpoint callback returns at
+once, so many requests wait on the same group commit instead of queueing
+behind each other in the subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from engine import codec, protocol
+from engine.core import EngineCore
+from engine.errors import SynvoiceError
+from engine.events import Event
+from engine.log import Record
+
+log = logging.getLogger("synvoice.service")
+
+ENDPOINTS = {
+    "push": protocol.PUSH,
+    "pull": protocol.PULL,
+    "numbers": protocol.NUMBERS,
+    "status": protocol.STATUS,
+    "admin-enroll": protocol.ADMIN_ENROLL,
+    "admin-revoke": protocol.ADMIN_REVOKE,
+    "admin-mode": protocol.ADMIN_MODE,
+}
+
+
+class EngineService:
+    def __init__(self, core: EngineCore, nc: Client) -> None:
+        self.core = core
+        self.nc = nc
+        self.service: Service | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        from engine import __version__
+
+        self.service = await add_service(
+            self.nc,
+            name=protocol.SERVICE_NAME,
+            version=__version__,
+            description="Synvoice engine: event log, numbering, sync",
+        )
+        for name, subject in ENDPOINTS.items():
+            await self.service.add_endpoint(name=name, subject=subject, handler=self._dispatch)
+        self.core.listeners.append(self._notify_head)
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _dispatch(self, req: Request) -> None:
+        task = asyncio.create_task(self._handle(req))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, req: Request) -> None:
+        try:
+            reply = await self.core.handle(req.subject, req.headers, req.data)
+        except SynvoiceError as err:
+            await _respond_error(req, err)
+            return
+        except Exception as exc:
+            log.exception("request on %s failed", req.subject)
+            await _respond_error(req, SynvoiceError("internal", f"{type(exc).__name__}: {exc}"))
+            return
+        try:
+            await req.respond(reply)
+        except Exception:
+            log.warning("could not reply on %s", req.subject)
+
+    def _notify_head(self, sealed: Sequence[tuple[Event, Record]]) -> None:
+        head = sealed[-1][1].position
+        task = asyncio.create_task(self.nc.publish(protocol.HEAD, codec.pack({"head": head})))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _respond_error(req: Request, err: SynvoiceError) -> None:
+    try:
+        await req.respond_error(str(err.status), err.message, data=codec.pack(err.to_wire()))
+    except Exception:
+        log.warning("could not send error reply on %s", req.subject)

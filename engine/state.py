@@ -1,0 +1,133 @@
+"""The engine's own state, folded from the events it appends. Pure: no I/O.
+
+Small by design (no per-document data), so it is snapshotted in the same
+transaction as every append and loads instantly at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import (
+    KINDS,
+    DeviceEnrolled,
+    DeviceRevoked,
+    DocumentCreated,
+    EpochExtended,
+    EpochOpened,
+    Event,
+    NumberAssigned,
+    UserEnrolled,
+    UserMode,
+    UserModeSet,
+)
+from engine.numbering import CentralCounter, Epoch
+
+
+@dataclass
+class DeviceInfo:
+    user: str
+    name: str | None = None
+    revoked: bool = False
+
+
+@dataclass
+class EngineState:
+    mode: UserMode = "centralized"
+    mode_set: bool = False
+    users: dict[str, int] = field(default_factory=dict)  # user -> slot
+    devices: dict[str, DeviceInfo] = field(default_factory=dict)
+    documents: int = 0
+    events: int = 0
+    data_bytes: int = 0
+    counters: dict[str, CentralCounter] = field(
+        default_factory=lambda: {k: CentralCounter() for k in KINDS}
+    )
+    epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    # Extension point for later features (edition, registration, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, event: Event, size: int = 0) -> None:
+        self.events += 1
+        self.data_bytes += size
+        t = event.type
+        if t == "document.created":
+            self.documents += 1
+            p = event.payload(DocumentCreated)
+            if p.number and event.kind:
+                self._observe(event.kind, p.number, p.number_source)
+        elif t == "document.number_assigned":
+            n = event.payload(NumberAssigned)
+            if n.number and event.kind:
+                self._observe(event.kind, n.number, n.source)
+        elif t == "settings.user_mode_set":
+            self.mode = event.payload(UserModeSet).mode
+            self.mode_set = True
+        elif t == "settings.user_enrolled":
+            u = event.payload(UserEnrolled)
+            self.users[u.user] = u.slot
+        elif t == "settings.device_enrolled":
+            d = event.payload(DeviceEnrolled)
+            self.devices[d.device_id] = DeviceInfo(user=d.user, name=d.name)
+        elif t == "settings.device_revoked":
+            r = event.payload(DeviceRevoked)
+            if r.device_id in self.devices:
+                self.devices[r.device_id].revoked = True
+        elif t == "numbering.epoch_opened":
+            o = event.payload(EpochOpened)
+            self.epochs[o.kind].append(
+                Epoch(epoch=o.epoch, start=o.start, increment=o.increment, slots=o.slots, end=o.end)
+            )
+        elif t == "numbering.epoch_extended":
+            x = event.payload(EpochExtended)
+            for ep in self.epochs[x.kind]:
+                if ep.epoch == x.epoch:
+                    ep.end = max(ep.end, x.end)
+
+    def _observe(self, kind: str, number: int, source: str) -> None:
+        # Only centralized mode needs the hand-set numbers above the counter.
+        self.counters[kind].observe(number, source, track=self.mode == "centralized")
+
+    # --- snapshot -------------------------------------------------------------------
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "mode_set": self.mode_set,
+            "users": self.users,
+            "devices": {
+                d: {"user": i.user, "name": i.name, "revoked": i.revoked}
+                for d, i in self.devices.items()
+            },
+            "documents": self.documents,
+            "events": self.events,
+            "data_bytes": self.data_bytes,
+            "counters": {k: [c.last, sorted(c.taken), c.highest] for k, c in self.counters.items()},
+            "epochs": {
+                k: [[e.epoch, e.start, e.increment, e.slots, e.end] for e in eps]
+                for k, eps in self.epochs.items()
+            },
+            "extra": self.extra,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> EngineState:
+        st = cls(
+            mode=snap["mode"],
+            mode_set=snap["mode_set"],
+            users=dict(snap["users"]),
+            devices={d: DeviceInfo(**i) for d, i in snap["devices"].items()},
+            documents=snap["documents"],
+            events=snap["events"],
+            data_bytes=snap["data_bytes"],
+            extra=dict(snap.get("extra", {})),
+        )
+        for k, (last, taken, highest) in snap["counters"].items():
+            st.counters[k] = CentralCounter(last=last, taken=set(taken), highest=highest)
+        for k, eps in snap["epochs"].items():
+            st.epochs[k] = [
+                Epoch(epoch=e, start=s, increment=i, slots=dict(sl), end=end)
+                for e, s, i, sl, end in eps
+            ]
+        return st
