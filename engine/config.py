@@ -28,6 +28,7 @@ class EngineConfig:
     # Distributed mode: numbers per user added to an epoch at a time.
     runway: int = int(_env("RUNWAY", "100"))
     publish: bool = True  # publish committed events to JetStream
+    plugins: bool = True  # attach engine plugins (live projections, billing intake)
 
     @property
     def log_path(self) -> Path:

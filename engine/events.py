@@ -367,3 +367,8 @@ def new_event(
     )
     ev._payload = payload
     return ev
+
+
+# Event types defined by other features register themselves on import; importing
+# them here makes every process that validates events know every type.
+import engine.billing_events  # noqa: E402, F401

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import importlib
 import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,6 +23,10 @@ from engine.publisher import Publisher
 from engine.service import EngineService
 
 log = logging.getLogger("synvoice.server")
+
+# Modules that extend a running engine: each has ``async def attach(server)``
+# and may append coroutine functions to ``server.on_stop``. Missing ones are skipped.
+ENGINE_PLUGINS = ("projections.live", "projections.billing_intake")
 
 
 async def connect_nats(url: str, name: str, attempts: int = 100, **opts: Any) -> Client:
@@ -52,6 +58,7 @@ class EngineServer:
         self.service: EngineService | None = None
         self._lock: IO[str] | None = None
         self.nats_url = ""
+        self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
     async def start(self) -> None:
         cfg = self.config
@@ -72,6 +79,14 @@ class EngineServer:
         if cfg.publish:
             self.publisher = Publisher(self.core, self.nc)
             await self.publisher.start()
+        for name in ENGINE_PLUGINS if cfg.plugins else ():
+            try:
+                mod = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name == name:
+                    continue
+                raise
+            await mod.attach(self)
         self.service = EngineService(self.core, self.nc)
         await self.service.start()
         cfg.runtime_path.write_text(
@@ -89,6 +104,11 @@ class EngineServer:
     async def stop(self) -> None:
         if self.service is not None:
             await self.service.stop()
+        for fn in reversed(self.on_stop):
+            try:
+                await fn()
+            except Exception:
+                log.exception("plugin stop failed")
         if self.publisher is not None:
             try:
                 await self.publisher.drain(timeout=5)

@@ -1,0 +1,1 @@
+"""Event types of the Invoice Manager (batch billing). Registered into ``engine.events``."""

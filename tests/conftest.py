@@ -1,0 +1,201 @@
+"""Shared fixtures: a real nats-server (JetStream) and a real engine on temp files.
+
+Each test gets its own broker on a free loopback port with a temp store dir,
+started from deploy/nats-server.conf and stopped (by pid) at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine.client import EngineClient
+from engine.config import EngineConfig
+from engine.events import Customer, DocumentCreated, Event, Line, new_event
+from engine.natsproc import NatsServer
+from engine.protocol import ADMIN_DEVICE
+from engine.server import EngineServer
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    srv = NatsServer(tmp_path / "nats").start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def engine_config(data_dir: Path, nats_url: str, **kw: Any) -> EngineConfig:
+    cfg = EngineConfig(data_dir=data_dir, nats_url=nats_url)
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@dataclass
+class EngineHarness:
+    """An in-process engine plus helpers to talk to it as admin or as devices."""
+
+    server: EngineServer
+    url: str
+    clients: list[EngineClient] = field(default_factory=list)
+
+    @property
+    def core(self) -> Any:
+        return self.server.core
+
+    async def admin(self) -> EngineClient:
+        assert self.server.core is not None and self.server.core.admin_secret is not None
+        c = await EngineClient.connect(self.url, ADMIN_DEVICE, self.server.core.admin_secret)
+        self.clients.append(c)
+        return c
+
+    async def device(self, user: str = "alice", name: str | None = None) -> DeviceCreds:
+        admin = await self.admin()
+        r = await admin.enroll(user, name)
+        client = await EngineClient.connect(self.url, r["device_id"], bytes.fromhex(r["secret"]))
+        self.clients.append(client)
+        return DeviceCreds(r["device_id"], r["user"], bytes.fromhex(r["secret"]), client)
+
+    async def close(self) -> None:
+        for c in self.clients:
+            try:
+                await c.close()
+            except Exception:
+                pass
+
+
+@dataclass
+class DeviceCreds:
+    device_id: str
+    user: str
+    secret: bytes
+    client: EngineClient
+    seq: int = 0
+
+    def created(self, kind: str = "invoice", number: int = 0, **kw: Any) -> Event:
+        """A document.created event from this device."""
+        self.seq += 1
+        payload = DocumentCreated(
+            number=number,
+            customer=Customer(name=kw.pop("customer", "Acme Ltd")),
+            lines=[Line(description="Consulting", quantity=2, unit_price=150, tax_rate=20)],
+            **kw,
+        )
+        return new_event(
+            "document.created",
+            payload,
+            device_id=self.device_id,
+            user=self.user,
+            device_seq=self.seq,
+            doc_id=uuid.uuid4(),
+            kind=kind,
+        )
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[EngineHarness]:
+    server = EngineServer(engine_config(tmp_path / "data", nats_server.url))
+    await server.start()
+    h = EngineHarness(server, nats_server.url)
+    try:
+        yield h
+    finally:
+        await h.close()
+        await server.stop()
+
+
+class EngineProcess:
+    """The engine as a separate OS process (``python -m engine serve``), for fault tests."""
+
+    def __init__(self, data_dir: Path, nats_url: str) -> None:
+        self.data_dir = data_dir
+        self.nats_url = nats_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> EngineProcess:
+        runtime = self.data_dir / "engine.json"
+        if runtime.exists():
+            runtime.unlink()
+        log = open(self.data_dir.parent / "engine-process.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "serve",
+                "--data",
+                str(self.data_dir),
+                "--nats-url",
+                self.nats_url,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"engine exited with {self.proc.returncode}")
+            if runtime.exists() and json.loads(runtime.read_text())["pid"] == self.proc.pid:
+                return self
+            time.sleep(0.05)
+        raise TimeoutError("engine did not start")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    @property
+    def admin_secret(self) -> bytes:
+        return bytes.fromhex((self.data_dir / "admin.secret").read_text().strip())
+
+
+@pytest.fixture
+def engine_process(tmp_path: Path, nats_server: NatsServer) -> Iterator[EngineProcess]:
+    (tmp_path / "data").mkdir()
+    ep = EngineProcess(tmp_path / "data", nats_server.url)
+    try:
+        yield ep
+    finally:
+        ep.stop()
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll an (async or sync) predicate until true; fail the test on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        r = predicate()
+        if asyncio.iscoroutine(r):
+            r = await r
+        if r:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
