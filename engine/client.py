@@ -12,6 +12,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from engine import auth, codec, protocol
+from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import Event
 
@@ -29,6 +30,19 @@ class EngineClient:
     ) -> EngineClient:
         nc = await nats.connect(url, **opts)
         return cls(nc, device_id, secret, timeout)
+
+    @classmethod
+    async def connect_enrolled(
+        cls, enrollment: Enrollment, timeout: float = 10.0, **opts: Any
+    ) -> EngineClient:
+        """Connect as an enrolled device: the one place devices open their connection."""
+        return await cls.connect(
+            enrollment.url,
+            enrollment.device_id,
+            enrollment.secret,
+            timeout,
+            **{**enrollment.nats_options(), **opts},
+        )
 
     async def close(self) -> None:
         await self.nc.drain()

@@ -23,6 +23,10 @@ class Enrollment:
     user: str
     slot: int
 
+    def nats_options(self) -> dict[str, object]:
+        """Extra ``nats.connect`` options this device needs (broker credentials, TLS)."""
+        return {}
+
     def token(self) -> str:
         raw = codec.pack(
             {

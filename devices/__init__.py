@@ -1,0 +1,1 @@
+"""Synvoice device agent: local store, outbox, sync and numbering on the device."""

@@ -1,0 +1,1 @@
+"""Synvoice projections: views rebuilt from the event log, audits and batch billing."""
