@@ -167,9 +167,7 @@ async def test_micro_service_discovery(engine: EngineHarness) -> None:
     nc = await nats.connect(engine.url)
     try:
         msg = await nc.request("$SRV.INFO.synvoice-engine", b"", timeout=5)
-        info = (
-            codec.unpack(msg.data) if msg.data[:1] != b"{" else __import__("json").loads(msg.data)
-        )
+        info = json.loads(msg.data)
         subjects = {e["subject"] for e in info["endpoints"]}
         assert protocol.PUSH in subjects and protocol.NUMBERS in subjects
     finally:
