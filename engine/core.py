@@ -230,9 +230,12 @@ class EngineCore:
                 raise SynvoiceError(
                     "too_large", f"event is over {self.config.max_event_bytes} bytes"
                 )
+            spec = REGISTRY.get(str(raw.get("type"))) if isinstance(raw, dict) else None
+            if spec is not None and spec.origin != "device":
+                raise SynvoiceError(
+                    "forbidden", f"{spec.type} events are written by the engine only"
+                )
             ev = parse_event(raw)
-            if REGISTRY[ev.type].origin != "device":
-                raise SynvoiceError("forbidden", f"{ev.type} events are written by the engine only")
             if ev.device_id != caller.device_id:
                 raise SynvoiceError(
                     "forbidden",
@@ -253,6 +256,7 @@ class EngineCore:
         st = self.state
         if st.mode != "distributed" or ev.kind is None:
             return
+        number: int
         if ev.type == "document.created":
             number = ev.payload(DocumentCreated).number
         elif ev.type == "document.number_assigned":
@@ -418,7 +422,7 @@ class EngineCore:
 
     async def set_mode(self, mode: str, force: bool = False) -> dict[str, Any]:
         try:
-            payload = UserModeSet(mode=mode, previous=self.state.mode, forced=force)  # type: ignore[arg-type]
+            payload = UserModeSet(mode=mode, previous=self.state.mode, forced=force)
         except Exception:
             raise SynvoiceError(
                 "schema", "mode must be single, centralized or distributed"
@@ -467,7 +471,7 @@ class EngineCore:
                 self._engine_event(
                     "numbering.epoch_opened",
                     EpochOpened(
-                        kind=kind,  # type: ignore[arg-type]
+                        kind=kind,
                         epoch=ep.epoch,
                         start=ep.start,
                         increment=ep.increment,
@@ -526,12 +530,13 @@ class EngineCore:
         size: int,
         event_ids: list[bytes] | None = None,
         reserve: list[bytes] | None = None,
-    ) -> Any:
+    ) -> dict[str, Any]:
         if self._writer is None:
             raise SynvoiceError("unavailable", "engine is not running")
         job = _Job(plan=plan, size=size, lookup_ids=event_ids or [], reserve_ids=reserve or [])
         await self._queue.put(job)
-        return await job.future
+        result: dict[str, Any] = await job.future
+        return result
 
     async def _write_loop(self) -> None:
         while True:

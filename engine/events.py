@@ -9,6 +9,7 @@ chain over the stored bytes (see ``engine.hashchain``).
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -174,7 +175,7 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 @dataclass(frozen=True)
 class EventSpec:
     type: str
-    model: type[BaseModel]
+    model: builtins.type[BaseModel]
     schema_version: int = 1
     origin: Origin = "device"  # who may author it: a device push, or the engine itself
     document: bool = True  # needs doc_id and kind
@@ -249,12 +250,12 @@ class Event(_Model):
 
     _payload: BaseModel | None = PrivateAttr(default=None)
 
-    def payload(self, model: type[P]) -> P:
+    def payload(self, model: builtins.type[P]) -> P:
         """The typed payload (validated once, then cached)."""
         if self._payload is None:
             self._payload = REGISTRY[self.type].model.model_validate(self.data)
         if not isinstance(self._payload, model):
-            raise TypeError(f"{self.type} payload is {type(self._payload).__name__}")
+            raise TypeError(f"{self.type} payload is {builtins.type(self._payload).__name__}")
         return self._payload
 
     def to_wire(self) -> dict[str, Any]:
@@ -337,7 +338,7 @@ def now() -> datetime:
 
 
 def new_event(
-    type: str,
+    event_type: str,
     payload: BaseModel,
     *,
     device_id: str,
@@ -349,15 +350,16 @@ def new_event(
     event_id: uuid.UUID | None = None,
 ) -> Event:
     """Make a new event (devices and the engine both use this)."""
-    spec = REGISTRY[type]
+    spec = REGISTRY[event_type]
     if not isinstance(payload, spec.model):
-        raise TypeError(f"{type} takes {spec.model.__name__}, not {type(payload).__name__}")
+        name = builtins.type(payload).__name__
+        raise TypeError(f"{event_type} takes {spec.model.__name__}, not {name}")
     ev = Event(
         event_id=event_id or uuid.uuid4(),
-        type=type,
+        type=event_type,
         schema_version=spec.schema_version,
         doc_id=doc_id,
-        kind=kind,  # type: ignore[arg-type]
+        kind=kind,
         device_id=device_id,
         user=user,
         device_seq=device_seq,

@@ -54,33 +54,33 @@ class EngineState:
         t = event.type
         if t == "document.created":
             self.documents += 1
-            p = event.payload(DocumentCreated)
+            p: DocumentCreated = event.payload(DocumentCreated)
             if p.number and event.kind:
                 self._observe(event.kind, p.number, p.number_source)
         elif t == "document.number_assigned":
-            n = event.payload(NumberAssigned)
+            n: NumberAssigned = event.payload(NumberAssigned)
             if n.number and event.kind:
                 self._observe(event.kind, n.number, n.source)
         elif t == "settings.user_mode_set":
             self.mode = event.payload(UserModeSet).mode
             self.mode_set = True
         elif t == "settings.user_enrolled":
-            u = event.payload(UserEnrolled)
+            u: UserEnrolled = event.payload(UserEnrolled)
             self.users[u.user] = u.slot
         elif t == "settings.device_enrolled":
-            d = event.payload(DeviceEnrolled)
+            d: DeviceEnrolled = event.payload(DeviceEnrolled)
             self.devices[d.device_id] = DeviceInfo(user=d.user, name=d.name)
         elif t == "settings.device_revoked":
-            r = event.payload(DeviceRevoked)
+            r: DeviceRevoked = event.payload(DeviceRevoked)
             if r.device_id in self.devices:
                 self.devices[r.device_id].revoked = True
         elif t == "numbering.epoch_opened":
-            o = event.payload(EpochOpened)
+            o: EpochOpened = event.payload(EpochOpened)
             self.epochs[o.kind].append(
                 Epoch(epoch=o.epoch, start=o.start, increment=o.increment, slots=o.slots, end=o.end)
             )
         elif t == "numbering.epoch_extended":
-            x = event.payload(EpochExtended)
+            x: EpochExtended = event.payload(EpochExtended)
             for ep in self.epochs[x.kind]:
                 if ep.epoch == x.epoch:
                     ep.end = max(ep.end, x.end)
