@@ -51,6 +51,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cfg.nats_url = args.nats_url
     if args.nats_port is not None:
         cfg.nats_port = args.nats_port
+    if args.nats_host:
+        cfg.nats_host = args.nats_host
+    if args.no_broker_auth:
+        cfg.broker_auth = False
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        if getattr(args, name):
+            setattr(cfg, name, getattr(args, name))
+    if args.stream_replicas is not None:
+        cfg.stream_replicas = args.stream_replicas
     if args.sync:
         cfg.sync = args.sync
     if args.no_publish:
@@ -66,11 +75,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         where = (
             f" (embedded nats-server, JetStream in {cfg.nats_dir})" if server.nats_server else ""
         )
+        if server.broker is not None:
+            security = "per-device broker users (generated)"
+        elif server.nats_server is not None:
+            security = "NONE: broker authentication is off"
+        else:
+            security = "external broker: secured by its operator"
+        if server.tls is not None:
+            security += ", TLS"
+        from engine.editions import describe
+
+        ed = server.core.edition()
         print(
             f"synvoice engine ready\n"
             f"  broker : {server.nats_url}{where}\n"
+            f"  access : {security}\n"
             f"  log    : {cfg.log_path} (head {server.core.log.head})\n"
             f"  mode   : {st.mode}{'' if st.mode_set else ' (default)'}\n"
+            f"  edition: {ed.edition.title} ({describe(ed.limits)})"
+            f"{' - ' + ed.note if ed.note else ''}\n"
             f"  admin  : {cfg.admin_secret_path}\n"
             f"Enroll a device: synvoice enroll USER --data {cfg.data_dir}\n"
             f"Stop with Ctrl-C.",
@@ -91,6 +114,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def admin_client(args: argparse.Namespace) -> Any:
+    """An EngineClient with the admin credential of the engine in ``args.data``
+    (broker user and TLS as the running engine recorded in engine.json)."""
+    from engine.brokerauth import admin_nats_options
     from engine.client import EngineClient
     from engine.protocol import ADMIN_DEVICE
 
@@ -105,10 +131,31 @@ async def admin_client(args: argparse.Namespace) -> Any:
     if not secret_path.exists():
         raise CliError(f"no admin credential at {secret_path}")
     secret = bytes.fromhex(secret_path.read_text().strip())
+
+    async def quiet(_e: Exception) -> None:
+        pass
+
     try:
-        return await EngineClient.connect(url, ADMIN_DEVICE, secret, max_reconnect_attempts=2)
+        return await EngineClient.connect(
+            url,
+            ADMIN_DEVICE,
+            secret,
+            max_reconnect_attempts=2,
+            error_cb=quiet,
+            **admin_nats_options(data, secret),
+        )
     except Exception as exc:
         raise CliError(f"cannot reach the engine at {url}: {exc}") from None
+
+
+def public_url(client: Any) -> str:
+    """The broker URL the admin client reached, without any user:password in it
+    (a token must never carry the admin's or the engine's broker credentials)."""
+    u = client.nc.connected_url
+    host = u.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{u.scheme}://{host}:{u.port or 4222}"
 
 
 async def _cmd_enroll(args: argparse.Namespace) -> int:
@@ -117,11 +164,10 @@ async def _cmd_enroll(args: argparse.Namespace) -> int:
     client = await admin_client(args)
     try:
         r = await client.enroll(args.user, args.name)
-        url = args.device_url or client.nc.connected_url.geturl()
+        url = args.device_url or public_url(client)
     finally:
         await client.close()
-    secret = bytes.fromhex(r["secret"])
-    token = Enrollment(url, r["device_id"], secret, r["user"], r["slot"]).token()
+    token = Enrollment.from_reply(url, r).token()
     if args.json:
         print_json({**r, "token": token, "url": url})
     else:
@@ -184,10 +230,181 @@ async def _cmd_status(args: argparse.Namespace) -> int:
     active = sum(1 for d in st["devices"].values() if not d["revoked"])
     t.add_row("devices", f"{active} active, {len(st['devices']) - active} revoked")
     t.add_row("counters", ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
-    for key, value in st.items():
-        if key.startswith("edition") or key in ("limits", "usage"):
-            t.add_row(key, json.dumps(value))
+    for key, value in _edition_rows(st):
+        t.add_row(key, value)
     Console().print(t)
+    return 0
+
+
+def _edition_rows(st: dict[str, Any]) -> list[tuple[str, str]]:
+    """Edition, limits and usage for the status table."""
+    from engine.editions import human_bytes
+
+    if "edition" not in st:
+        return []
+    title = st.get("edition_title") or st["edition"]
+    if st.get("edition_licensee"):
+        title += f", registered to {st['edition_licensee']}"
+    if st.get("edition_expires"):
+        title += f", expires {st['edition_expires']}"
+    if st.get("edition_source") == "config":
+        title += " (key from configuration)"
+    rows = [("edition", title)]
+    if st.get("edition_note"):
+        rows.append(("edition note", str(st["edition_note"])))
+    lim, use = st.get("limits") or {}, st.get("usage") or {}
+
+    def cap(n: int | None, fmt: Any = str) -> str:
+        return "unlimited" if n is None else str(fmt(n))
+
+    rows.append(
+        (
+            "usage / limits",
+            f"users {use.get('users', 0)} / {cap(lim.get('users'))}, "
+            f"devices {use.get('devices', 0)} / {cap(lim.get('devices'))}, "
+            f"data {human_bytes(use.get('data_bytes', 0))} / "
+            f"{cap(lim.get('data_bytes'), human_bytes)}",
+        )
+    )
+    broker = st.get("broker") or {}
+    if broker:
+        rows.append(
+            (
+                "broker",
+                ("per-device users" if broker.get("auth") else "no broker authentication")
+                + (", TLS" if broker.get("tls") else ""),
+            )
+        )
+    if st.get("integrations"):
+        rows.append(("integrations", ", ".join(st["integrations"])))
+    return rows
+
+
+# --- editions: register, vendor tools ------------------------------------------------
+
+
+async def _cmd_register(args: argparse.Namespace) -> int:
+    from engine.editions import Limits, describe, edition
+
+    client = await admin_client(args)
+    try:
+        r = await client.register(args.key)
+    finally:
+        await client.close()
+    if args.json:
+        print_json(r)
+        return 0
+    ed = edition(r["edition"])
+    lim = Limits(**r["limits"])
+    who = f" for {r['edition_licensee']}" if r.get("edition_licensee") else ""
+    until = f", until {r['edition_expires']}" if r.get("edition_expires") else ""
+    verb = "registered" if r["changed"] else "already registered"
+    print(f"{verb}: {ed.title} edition{who} ({describe(lim)}{until})")
+    if r.get("edition_note"):
+        print(f"note: {r['edition_note']}")
+    return 0
+
+
+def _cmd_editions(args: argparse.Namespace) -> int:
+    from engine.editions import EDITIONS, describe
+
+    rows = [
+        {"name": e.name, "title": e.title, "limits": e.limits.to_dict(), "sold": not e.vendor_only}
+        for e in EDITIONS.values()
+    ]
+    if args.json:
+        print_json(rows)
+        return 0
+    for e in EDITIONS.values():
+        note = " (issued by the vendor for sites)" if e.vendor_only else ""
+        print(f"{e.name:8} {e.title:12} {describe(e.limits)}{note}")
+    return 0
+
+
+def _cmd_vendor_keygen(args: argparse.Namespace) -> int:
+    from engine.license import keygen
+
+    priv, pub = keygen(args.out, force=args.force)
+    if args.json:
+        print_json({"private_key": str(priv), "public_key": str(pub)})
+    else:
+        print(f"private key: {priv} (keep it secret: it issues registration keys)")
+        print(f"public key : {pub} -> {pub.read_text().strip()}")
+        print("servers trust it via SYNVOICE_VENDOR_PUBLIC_KEY (or build it in)")
+    return 0
+
+
+def _cmd_vendor_issue(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from engine.editions import parse_bytes
+    from engine.license import issue, load_private_key
+
+    expires = None
+    if args.expires:
+        try:
+            expires = date.fromisoformat(args.expires)
+        except ValueError:
+            raise CliError(
+                f"--expires must be a date like 2027-12-31, not {args.expires!r}"
+            ) from None
+    key = issue(
+        load_private_key(args.private_key),
+        args.edition,
+        args.licensee,
+        expires=expires,
+        max_users=args.max_users,
+        max_devices=args.max_devices,
+        max_data_bytes=parse_bytes(args.max_data) if args.max_data else None,
+    )
+    print(key)
+    return 0
+
+
+def _cmd_vendor_show(args: argparse.Namespace) -> int:
+    from engine.errors import SynvoiceError as _Err
+    from engine.license import inspect, trusted_keys, verify
+
+    extra = args.public_key.read_text().strip() if args.public_key else None
+    payload = inspect(args.key)
+    try:
+        verify(args.key, trusted_keys(extra or EngineConfig().vendor_public_key))
+        payload["genuine"] = True
+    except _Err as exc:
+        payload["genuine"] = False
+        payload["problem"] = exc.message
+    print_json(payload)
+    return 0 if payload["genuine"] else 1
+
+
+# --- integrations --------------------------------------------------------------------
+
+
+async def _cmd_integration(args: argparse.Namespace) -> int:
+    client = await admin_client(args)
+    try:
+        r = await client.integration(args.action, args.name)
+        url = args.url or public_url(client)
+    finally:
+        await client.close()
+    if args.action == "add":
+        r["url"] = url
+    if args.json:
+        print_json(r)
+        return 0
+    if args.action == "list":
+        print("\n".join(r["integrations"]) or "no integrations")
+    elif args.action == "remove":
+        print(f"integration {r['name']} removed: its broker user is gone")
+    else:
+        print(
+            f"integration {r['name']}{'' if r['changed'] else ' (existing)'}: read-only access "
+            f"to stream {r['stream']} ({r['subjects']})\n"
+            f"  url          {url}\n  user         {r['user']}\n  password     {r['password']}\n"
+            f"  inbox_prefix {r['inbox_prefix']}"
+        )
+        if not r["broker_auth"]:
+            print("warning: this broker does not check users (external or auth off)")
     return 0
 
 
@@ -206,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nats-port", type=int, help="port of the embedded broker (0 = any free)")
     p.add_argument("--sync", choices=["full", "normal"], help="SQLite synchronous mode")
     p.add_argument("--no-publish", action="store_true", help="do not publish to JetStream")
+    p.add_argument("--nats-host", help="listen address of the embedded broker (default 127.0.0.1)")
+    p.add_argument(
+        "--no-broker-auth",
+        action="store_true",
+        help="embedded broker without per-device users (trusted single machine only)",
+    )
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate for the embedded broker")
+    p.add_argument("--tls-key", type=Path, help="PEM private key for the embedded broker")
+    p.add_argument("--tls-ca", type=Path, help="CA that clients trust (default: --tls-cert)")
+    p.add_argument("--stream-replicas", type=int, help="JetStream replicas (3 on a cluster)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(handler=_cmd_serve)
 
@@ -234,11 +461,52 @@ def build_parser() -> argparse.ArgumentParser:
     add_json_arg(p)
     p.set_defaults(handler=_cmd_mode)
 
-    p = sub.add_parser("status", help="engine status")
+    p = sub.add_parser("status", help="engine status (incl. edition, limits and usage)")
     add_data_arg(p)
     p.add_argument("--nats-url")
     add_json_arg(p)
     p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("register", help="register an edition key on the server")
+    p.add_argument("key", help="the registration key (svk1.…)")
+    add_data_arg(p)
+    p.add_argument("--nats-url")
+    add_json_arg(p)
+    p.set_defaults(handler=_cmd_register)
+
+    p = sub.add_parser("editions", help="list the editions and their limits")
+    add_json_arg(p)
+    p.set_defaults(handler=_cmd_editions)
+
+    p = sub.add_parser("integration", help="read-only broker credentials for integrations")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("name", nargs="?", help="integration name (a-z, 0-9, '_', '-')")
+    p.add_argument("--url", help="broker URL to print (default: the engine's)")
+    add_data_arg(p)
+    p.add_argument("--nats-url")
+    add_json_arg(p)
+    p.set_defaults(handler=_cmd_integration)
+
+    vendor = sub.add_parser("vendor", help="vendor tools: signing keys, issuing registration keys")
+    vsub = vendor.add_subparsers(dest="vendor_command", required=True, metavar="ACTION")
+    p = vsub.add_parser("keygen", help="make a vendor key pair (Ed25519)")
+    p.add_argument("--out", type=Path, required=True, help="folder for the key files")
+    p.add_argument("--force", action="store_true", help="replace existing key files")
+    add_json_arg(p)
+    p.set_defaults(handler=_cmd_vendor_keygen)
+    p = vsub.add_parser("issue", help="issue (sign) a registration key; prints it")
+    p.add_argument("--private-key", type=Path, required=True, help="vendor-private.pem")
+    p.add_argument("--edition", required=True, help="trial, single, five or site")
+    p.add_argument("--licensee", required=True, help="customer name")
+    p.add_argument("--expires", help="last valid day, YYYY-MM-DD (default: never)")
+    p.add_argument("--max-users", type=int, help="override the edition's user limit")
+    p.add_argument("--max-devices", type=int, help="override the edition's device limit")
+    p.add_argument("--max-data", help="override the edition's data limit, e.g. 50GB")
+    p.set_defaults(handler=_cmd_vendor_issue)
+    p = vsub.add_parser("show", help="decode a registration key and check its signature")
+    p.add_argument("key")
+    p.add_argument("--public-key", type=Path, help="also trust this vendor-public.txt")
+    p.set_defaults(handler=_cmd_vendor_show)
 
     for mod_name in PLUGINS:
         try:

@@ -15,6 +15,7 @@ from engine import auth, codec, protocol
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import Event
+from engine.natsproc import server_list
 
 
 class EngineClient:
@@ -28,7 +29,7 @@ class EngineClient:
     async def connect(
         cls, url: str, device_id: str, secret: bytes, timeout: float = 10.0, **opts: Any
     ) -> EngineClient:
-        nc = await nats.connect(url, **opts)
+        nc = await nats.connect(server_list(url), **opts)
         return cls(nc, device_id, secret, timeout)
 
     @classmethod
@@ -103,4 +104,15 @@ class EngineClient:
     async def set_mode(self, mode: str, force: bool = False) -> dict[str, Any]:
         body = {"mode": mode, "force": force}
         reply: dict[str, Any] = await self.request(protocol.ADMIN_MODE, body)
+        return reply
+
+    async def register(self, key: str) -> dict[str, Any]:
+        """Register an edition key (admin)."""
+        reply: dict[str, Any] = await self.request(protocol.ADMIN_REGISTER, {"key": key})
+        return reply
+
+    async def integration(self, action: str, name: str | None = None) -> dict[str, Any]:
+        """add / remove / list integrations (admin); add returns broker credentials."""
+        body = {"action": action, "name": name}
+        reply: dict[str, Any] = await self.request(protocol.ADMIN_INTEGRATION, body)
         return reply

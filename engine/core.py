@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import msgpack
 
-from engine import auth, codec, protocol
+from engine import auth, brokerauth, codec, editions, license, protocol
 from engine.config import EngineConfig
 from engine.errors import SynvoiceError
 from engine.events import (
@@ -36,7 +38,10 @@ from engine.events import (
     EpochExtended,
     EpochOpened,
     Event,
+    IntegrationAdded,
+    IntegrationRemoved,
     NumberAssigned,
+    Registered,
     UserEnrolled,
     UserModeSet,
     new_event,
@@ -53,6 +58,9 @@ log = logging.getLogger("synvoice.engine")
 ENGINE_NS = uuid.UUID("6f1c2b1e-5a7d-4c1e-9a43-0d2b8f7e5c11")
 
 CommitListener = Callable[[Sequence[tuple[Event, Record]]], None]
+
+# A pushed event grows by about this much when stored (position, commit time).
+STORED_OVERHEAD = 64
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class _Batch:
         self.index: dict[bytes, int] = {}
         self.side: list[SideWrite] = []
         self.reserved: dict[bytes, int] = {}
+        self.pending_bytes = 0  # estimated stored size of the pushed events planned
 
     def add(self, ev: Event) -> int:
         idx = len(self.events)
@@ -100,9 +109,19 @@ class EngineCore:
         self._secrets: dict[str, bytes] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._closed = False
         self.listeners: list[CommitListener] = []
         self.started_at = time.time()
         self.published = 0  # set by the publisher
+        self.trusted_keys = license.trusted_keys(config.vendor_public_key)
+        self.config_license: license.License | None = None  # EngineConfig.license_key
+        # Set by the server when it runs the broker with generated users: called
+        # (and awaited) after devices or integrations change, before replying.
+        self.on_credentials_changed: Callable[[], Awaitable[None]] | None = None
+        # Told to enrolled devices: {"auth": bool, "tls_ca": PEM or None}.
+        self.broker_info: dict[str, Any] = {"auth": False, "tls_ca": None}
+        # (day, registration, config licence, result): the edition() cache.
+        self._edition: tuple[date, Any, Any, editions.Active] | None = None
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -113,6 +132,14 @@ class EngineCore:
         core = cls(config, log_, await load_state(log_))
         core._secrets = await log_.credentials()
         core.admin_secret = load_or_create_admin_secret(config)
+        if config.license_key:
+            try:
+                core.config_license = license.verify(config.license_key, core.trusted_keys)
+            except SynvoiceError as exc:
+                await log_.close()
+                raise SynvoiceError(
+                    exc.code, f"the configured license key (SYNVOICE_LICENSE_KEY): {exc.message}"
+                ) from None
         return core
 
     async def start(self) -> None:
@@ -120,6 +147,9 @@ class EngineCore:
             self._writer = asyncio.create_task(self._write_loop(), name="synvoice-writer")
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._writer is not None:
             self._writer.cancel()
             try:
@@ -160,6 +190,12 @@ class EngineCore:
                 return codec.pack(
                     await self.set_mode(_str(req, "mode"), bool(req.get("force", False)))
                 )
+            if subject == protocol.ADMIN_REGISTER:
+                return codec.pack(await self.register(_str(req, "key")))
+            if subject == protocol.ADMIN_INTEGRATION:
+                return codec.pack(
+                    await self.integration(_str(req, "action"), _opt_str(req, "name"))
+                )
         raise SynvoiceError("not_found", f"no endpoint {subject!r}")
 
     def authenticate(self, subject: str, headers: dict[str, str] | None, body: bytes) -> Caller:
@@ -178,6 +214,45 @@ class EngineCore:
             return self.admin_secret
         return self._secrets.get(device_id)
 
+    def credential(self, device_id: str) -> bytes | None:
+        """A device's enrollment secret (its broker password derives from it)."""
+        return self._secrets.get(device_id)
+
+    # --- edition --------------------------------------------------------------------
+
+    def edition(self) -> editions.Active:
+        """The edition in force: a configured key wins over a registered one."""
+        today = date.today()
+        reg = self.state.registration
+        c = self._edition
+        if c is not None and c[0] == today and c[1] is reg and c[2] is self.config_license:
+            return c[3]
+        if self.config_license is not None:
+            active = editions.resolve(self.config_license.record(), "config", today)
+        else:
+            active = editions.resolve(reg, "registered", today)
+        self._edition = (today, reg, self.config_license, active)
+        return active
+
+    def usage(self) -> editions.Usage:
+        device_users = self.state.active_device_users()
+        return editions.Usage(
+            users=len(set(device_users)),
+            devices=len(device_users),
+            data_bytes=self.state.data_bytes,
+        )
+
+    async def _credentials_changed(self, reply: dict[str, Any]) -> dict[str, Any]:
+        if self.on_credentials_changed is not None:
+            try:
+                await self.on_credentials_changed()
+            except Exception as exc:
+                # The change is committed and the engine enforces it; say that
+                # the broker has not caught up rather than hide it.
+                log.exception("broker users not reloaded")
+                reply = {**reply, "broker_warning": f"broker users not reloaded: {exc}"}
+        return reply
+
     # --- push -----------------------------------------------------------------------
 
     async def push(self, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
@@ -191,21 +266,37 @@ class EngineCore:
             )
         if caller.admin:
             raise SynvoiceError("forbidden", "the admin credential cannot push events")
-        events = [self._validate_pushed(caller, i, raw) for i, raw in enumerate(raw_events)]
+        validated = [self._validate_pushed(caller, i, raw) for i, raw in enumerate(raw_events)]
+        events = [ev for ev, _ in validated]
         if not events:
             return {"results": [], "head": self.log.head}
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
+            fresh: list[Event] = []
+            fresh_ids: set[bytes] = set()
+            fresh_bytes = 0
+            for ev, size in validated:
+                eid = ev.event_id.bytes
+                if eid not in self._existing and eid not in batch.index and eid not in fresh_ids:
+                    fresh_ids.add(eid)
+                    fresh.append(ev)
+                    fresh_bytes += size + STORED_OVERHEAD
+            if fresh:
+                # Edition data limit: refuse new events only; retries of stored
+                # ones are still acknowledged.
+                stored = self.state.data_bytes + batch.pending_bytes
+                editions.check_data(self.edition(), stored, fresh_bytes)
+                batch.pending_bytes += fresh_bytes
+            for ev in fresh:
+                batch.add(ev)
+                self._maybe_extend_epoch(batch, ev)
             refs: list[tuple[bool, int]] = []  # (new in this batch, index or position)
             for ev in events:
                 eid = ev.event_id.bytes
                 if eid in self._existing:
                     refs.append((False, self._existing[eid]))
-                elif eid in batch.index:
-                    refs.append((True, batch.index[eid]))
                 else:
-                    refs.append((True, batch.add(ev)))
-                    self._maybe_extend_epoch(batch, ev)
+                    refs.append((True, batch.index[eid]))
 
             def resolve(base: int) -> Any:
                 results = []
@@ -224,9 +315,11 @@ class EngineCore:
 
         return await self._submit(plan, len(events), [e.event_id.bytes for e in events])
 
-    def _validate_pushed(self, caller: Caller, i: int, raw: Any) -> Event:
+    def _validate_pushed(self, caller: Caller, i: int, raw: Any) -> tuple[Event, int]:
+        """The validated event and its size on the wire (to estimate storage)."""
         try:
-            if isinstance(raw, dict) and len(codec.pack(raw)) > self.config.max_event_bytes:
+            size = len(codec.pack(raw)) if isinstance(raw, dict) else 0
+            if size > self.config.max_event_bytes:
                 raise SynvoiceError(
                     "too_large", f"event is over {self.config.max_event_bytes} bytes"
                 )
@@ -248,7 +341,7 @@ class EngineCore:
                     f"event claims user {ev.user!r} but device {caller.device_id!r} "
                     f"belongs to {caller.user!r}",
                 )
-            return ev
+            return ev, size
         except SynvoiceError as exc:
             raise SynvoiceError(exc.code, f"event {i}: {exc.message}", exc.details) from None
 
@@ -379,6 +472,7 @@ class EngineCore:
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
             st = self.state
+            editions.check_enroll(self.edition(), st.active_device_users(), user)
             slot = st.users.get(user)
             if slot is None:
                 slot = len(st.users) + 1
@@ -399,26 +493,127 @@ class EngineCore:
 
             def resolve(_base: int) -> Any:
                 self._secrets[device_id] = secret
-                return {"device_id": device_id, "secret": secret.hex(), "user": user, "slot": slot}
+                return {
+                    "device_id": device_id,
+                    "secret": secret.hex(),
+                    "user": user,
+                    "slot": slot,
+                    "broker_auth": bool(self.broker_info.get("auth")),
+                    "tls_ca": self.broker_info.get("tls_ca"),
+                }
 
             return resolve
 
-        return await self._submit(plan, 1)
+        return await self._credentials_changed(await self._submit(plan, 1))
 
     async def revoke(self, device_id: str, reason: str | None = None) -> dict[str, Any]:
         def plan(batch: _Batch) -> Callable[[int], Any]:
             info = self.state.devices.get(device_id)
             if info is None:
                 raise SynvoiceError("not_found", f"no device {device_id!r}")
-            if not info.revoked:
+            changed = not info.revoked
+            if changed:
                 batch.add(
                     self._engine_event(
                         "settings.device_revoked", DeviceRevoked(device_id=device_id, reason=reason)
                     )
                 )
-            return lambda _base: {"device_id": device_id, "revoked": True}
+            return lambda _base: {"device_id": device_id, "revoked": True, "changed": changed}
+
+        reply = await self._submit(plan, 1)
+        if reply["changed"]:
+            reply = await self._credentials_changed(reply)
+        return reply
+
+    async def register(self, key: str) -> dict[str, Any]:
+        """Verify a registration key and record it (``settings.registered``)."""
+        lic = license.verify(key, self.trusted_keys, today=date.today())
+
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            before = self.edition()
+            reg = self.state.registration
+            changed = reg is None or reg.get("fingerprint") != lic.fingerprint
+            if changed:
+                batch.add(
+                    self._engine_event(
+                        "settings.registered",
+                        Registered.model_validate(
+                            {**lic.record(), "previous": before.edition.name}
+                        ),
+                    )
+                )
+
+            def resolve(_base: int) -> Any:
+                out = {"changed": changed, **self.edition().status(), "usage": self._usage()}
+                if self.config_license is not None:
+                    out["edition_note"] = (
+                        "recorded, but the license key in the configuration "
+                        "(SYNVOICE_LICENSE_KEY) is the one in force"
+                    )
+                return out
+
+            return resolve
 
         return await self._submit(plan, 1)
+
+    async def integration(self, action: str, name: str | None) -> dict[str, Any]:
+        """add / remove / list integrations (read-only broker users for the stream)."""
+        if action == "list":
+            return {
+                "integrations": sorted(self.state.integrations),
+                "broker_auth": bool(self.broker_info.get("auth")),
+            }
+        if action not in ("add", "remove"):
+            raise SynvoiceError("bad_request", "action must be add, remove or list")
+        if not name:
+            raise SynvoiceError("bad_request", "'name' must be a non-empty string")
+        try:
+            IntegrationRemoved(name=name)
+        except Exception:
+            raise SynvoiceError(
+                "schema", "integration name must be 1-32 of a-z, 0-9, '_' or '-'"
+            ) from None
+        credential_id = secrets.token_hex(16)
+
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            known = name in self.state.integrations
+            if action == "remove":
+                if not known:
+                    raise SynvoiceError("not_found", f"no integration {name!r}")
+                batch.add(
+                    self._engine_event(
+                        "settings.integration_removed", IntegrationRemoved(name=name)
+                    )
+                )
+                return lambda _b: {"name": name, "removed": True, "changed": True}
+            if not known:
+                batch.add(
+                    self._engine_event(
+                        "settings.integration_added",
+                        IntegrationAdded(name=name, credential_id=credential_id),
+                    )
+                )
+            return lambda _b: {**self._integration_credentials(name), "changed": not known}
+
+        reply = await self._submit(plan, 1)
+        if reply["changed"]:
+            reply = await self._credentials_changed(reply)
+        return reply
+
+    def _integration_credentials(self, name: str) -> dict[str, Any]:
+        assert self.admin_secret is not None
+        cred = self.state.integrations[name]
+        user = brokerauth.integration_user(name)
+        return {
+            "name": name,
+            "user": user,
+            "password": brokerauth.integration_password(self.admin_secret, name, cred),
+            "inbox_prefix": brokerauth.inbox_prefix(user),
+            "stream": protocol.STREAM,
+            "subjects": protocol.LOG_SUBJECTS,
+            "broker_auth": bool(self.broker_info.get("auth")),
+            "tls_ca": self.broker_info.get("tls_ca"),
+        }
 
     async def set_mode(self, mode: str, force: bool = False) -> dict[str, Any]:
         try:
@@ -517,7 +712,17 @@ class EngineCore:
                 for k, eps in st.epochs.items()
             },
             "uptime": round(time.time() - self.started_at, 3),
+            **self.edition().status(),
+            "usage": self._usage(),
+            "integrations": sorted(st.integrations),
+            "broker": {
+                "auth": bool(self.broker_info.get("auth")),
+                "tls": bool(self.broker_info.get("tls_ca")),
+            },
         }
+
+    def _usage(self) -> dict[str, int]:
+        return self.usage().to_dict()
 
     # --- the writer ------------------------------------------------------------------
 

@@ -1,15 +1,19 @@
 """Enrollment tokens: what ``synvoice enroll`` prints and ``synvoice device init`` takes.
 
-A token is ``svd1.`` + base64url(msgpack{url, device_id, secret, user, slot}).
-It is a credential: whoever holds it can act as that device until revoked.
+A token is ``svd1.`` + base64url(msgpack{url, device_id, secret, user, slot,
+broker_auth?, tls_ca?}). It is a credential: whoever holds it can act as that
+device until revoked. The device's broker password derives from its secret
+(``engine.brokerauth``), so the token carries everything the device needs to
+connect: ``nats_options()`` turns it into ``nats.connect`` options.
 """
 
 from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from typing import Any
 
-from engine import codec
+from engine import brokerauth, codec
 from engine.errors import SynvoiceError
 
 PREFIX = "svd1."
@@ -22,22 +26,52 @@ class Enrollment:
     secret: bytes
     user: str
     slot: int
+    broker_auth: bool = False  # the broker checks per-device credentials
+    tls_ca: str | None = None  # PEM of the CA the broker's certificate is signed by
 
-    def nats_options(self) -> dict[str, object]:
-        """Extra ``nats.connect`` options this device needs (broker credentials, TLS)."""
-        return {}
+    @classmethod
+    def from_reply(cls, url: str, reply: dict[str, Any]) -> Enrollment:
+        """From the engine's enroll reply (``EngineClient.enroll``)."""
+        return cls(
+            url=url,
+            device_id=str(reply["device_id"]),
+            secret=bytes.fromhex(reply["secret"]),
+            user=str(reply["user"]),
+            slot=int(reply["slot"]),
+            broker_auth=bool(reply.get("broker_auth", False)),
+            tls_ca=reply.get("tls_ca") or None,
+        )
+
+    def nats_options(self) -> dict[str, Any]:
+        """Extra ``nats.connect`` options this device needs (broker credentials, TLS).
+
+        The reply inbox is ``_INBOX.<device id>``: the broker lets a device
+        receive replies there and nowhere else.
+        """
+        opts: dict[str, Any] = {}
+        prefix = brokerauth.inbox_prefix(self.device_id)
+        if prefix is not None:
+            opts["inbox_prefix"] = prefix
+        if self.broker_auth:
+            opts["user"] = self.device_id
+            opts["password"] = brokerauth.device_password(self.secret)
+        if self.tls_ca:
+            opts["tls"] = brokerauth.tls_context(ca_pem=self.tls_ca)
+        return opts
 
     def token(self) -> str:
-        raw = codec.pack(
-            {
-                "url": self.url,
-                "device_id": self.device_id,
-                "secret": self.secret,
-                "user": self.user,
-                "slot": self.slot,
-            }
-        )
-        return PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        fields: dict[str, Any] = {
+            "url": self.url,
+            "device_id": self.device_id,
+            "secret": self.secret,
+            "user": self.user,
+            "slot": self.slot,
+        }
+        if self.broker_auth:
+            fields["broker_auth"] = True
+        if self.tls_ca:
+            fields["tls_ca"] = self.tls_ca
+        return PREFIX + base64.urlsafe_b64encode(codec.pack(fields)).decode().rstrip("=")
 
 
 def parse_token(token: str) -> Enrollment:
@@ -47,12 +81,15 @@ def parse_token(token: str) -> Enrollment:
     body = token[len(PREFIX) :]
     try:
         raw = codec.unpack(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        ca = raw.get("tls_ca")
         return Enrollment(
             url=str(raw["url"]),
             device_id=str(raw["device_id"]),
             secret=bytes(raw["secret"]),
             user=str(raw["user"]),
             slot=int(raw["slot"]),
+            broker_auth=bool(raw.get("broker_auth", False)),
+            tls_ca=str(ca) if ca else None,
         )
     except Exception:
         raise SynvoiceError("bad_request", "enrollment token is damaged") from None

@@ -20,6 +20,7 @@ ERROR_CODES: dict[str, int] = {
     "mode": 409,  # operation not allowed in the current user mode
     "conflict": 409,  # e.g. user mode change after documents exist without --force
     "limit": 402,  # edition limit reached (devices, users, data size)
+    "bad_key": 422,  # registration key forged, altered, damaged or expired
     "not_found": 404,
     "unavailable": 503,  # engine not reachable / shutting down
     "internal": 500,

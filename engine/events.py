@@ -148,6 +148,37 @@ class DeviceRevoked(_Model):
     reason: str | None = Field(default=None, max_length=500)
 
 
+class Registered(_Model):
+    """A registration key was accepted (the key itself is not stored: its
+    fingerprint identifies it). ``max_*`` override the edition's limits."""
+
+    edition: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
+    licensee: str = Field(min_length=1, max_length=200)
+    issued: date
+    expires: date | None = None
+    key_id: str = Field(pattern=r"^[0-9a-f]{1,64}$")
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    max_users: int | None = Field(default=None, ge=0)
+    max_devices: int | None = Field(default=None, ge=0)
+    max_data_bytes: int | None = Field(default=None, ge=0)
+    previous: str | None = None  # the edition in force before
+
+
+_INTEGRATION = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class IntegrationAdded(_Model):
+    """Read-only broker credentials for an integration (the password is derived
+    from the server's admin secret and ``credential_id``; it is not stored)."""
+
+    name: str = Field(pattern=_INTEGRATION)
+    credential_id: str = Field(pattern=r"^[0-9a-f]{16,64}$")
+
+
+class IntegrationRemoved(_Model):
+    name: str = Field(pattern=_INTEGRATION)
+
+
 class EpochOpened(_Model):
     """Distributed numbering: in ``[start, end]`` user with slot k numbers
     ``start + (k-1) + j*increment`` (see ``engine.numbering``)."""
@@ -219,6 +250,9 @@ for _spec in (
     EventSpec("settings.user_enrolled", UserEnrolled, origin="engine", document=False),
     EventSpec("settings.device_enrolled", DeviceEnrolled, origin="engine", document=False),
     EventSpec("settings.device_revoked", DeviceRevoked, origin="engine", document=False),
+    EventSpec("settings.registered", Registered, origin="engine", document=False),
+    EventSpec("settings.integration_added", IntegrationAdded, origin="engine", document=False),
+    EventSpec("settings.integration_removed", IntegrationRemoved, origin="engine", document=False),
     EventSpec("numbering.epoch_opened", EpochOpened, origin="engine", document=False),
     EventSpec("numbering.epoch_extended", EpochExtended, origin="engine", document=False),
 ):

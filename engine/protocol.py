@@ -16,6 +16,8 @@ STATUS = f"{PREFIX}.status"  # {}
 ADMIN_ENROLL = f"{PREFIX}.admin.enroll"  # {"user", "name"?}
 ADMIN_REVOKE = f"{PREFIX}.admin.revoke"  # {"device_id", "reason"?}
 ADMIN_MODE = f"{PREFIX}.admin.mode"  # {"mode", "force"?}
+ADMIN_REGISTER = f"{PREFIX}.admin.register"  # {"key"}
+ADMIN_INTEGRATION = f"{PREFIX}.admin.integration"  # {"action": add|remove|list, "name"?}
 
 HEAD = f"{PREFIX}.head"  # core NATS notification after each commit: {"head": int}
 

@@ -54,7 +54,7 @@ class Publisher:
         self.hwm = 0
 
     async def start(self) -> None:
-        await ensure_stream(self.js)
+        await ensure_stream(self.js, self.core.config.stream_replicas)
         raw = await self.core.log.get_meta("published")
         self.hwm = int(codec.unpack(raw)) if raw else 0
         self.hwm = max(self.hwm, await self._stream_last_position())

@@ -32,6 +32,8 @@ ENDPOINTS = {
     "admin-enroll": protocol.ADMIN_ENROLL,
     "admin-revoke": protocol.ADMIN_REVOKE,
     "admin-mode": protocol.ADMIN_MODE,
+    "admin-register": protocol.ADMIN_REGISTER,
+    "admin-integration": protocol.ADMIN_INTEGRATION,
 }
 
 

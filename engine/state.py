@@ -17,7 +17,10 @@ from engine.events import (
     EpochExtended,
     EpochOpened,
     Event,
+    IntegrationAdded,
+    IntegrationRemoved,
     NumberAssigned,
+    Registered,
     UserEnrolled,
     UserMode,
     UserModeSet,
@@ -45,6 +48,9 @@ class EngineState:
         default_factory=lambda: {k: CentralCounter() for k in KINDS}
     )
     epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    # The last accepted registration (a settings.registered payload, JSON form).
+    registration: dict[str, Any] | None = None
+    integrations: dict[str, str] = field(default_factory=dict)  # name -> credential id
     # Extension point for later features (edition, registration, ...).
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -74,6 +80,13 @@ class EngineState:
             r: DeviceRevoked = event.payload(DeviceRevoked)
             if r.device_id in self.devices:
                 self.devices[r.device_id].revoked = True
+        elif t == "settings.registered":
+            self.registration = event.payload(Registered).model_dump(mode="json")
+        elif t == "settings.integration_added":
+            ia: IntegrationAdded = event.payload(IntegrationAdded)
+            self.integrations[ia.name] = ia.credential_id
+        elif t == "settings.integration_removed":
+            self.integrations.pop(event.payload(IntegrationRemoved).name, None)
         elif t == "numbering.epoch_opened":
             o: EpochOpened = event.payload(EpochOpened)
             self.epochs[o.kind].append(
@@ -84,6 +97,10 @@ class EngineState:
             for ep in self.epochs[x.kind]:
                 if ep.epoch == x.epoch:
                     ep.end = max(ep.end, x.end)
+
+    def active_device_users(self) -> list[str]:
+        """The user of every device that is not revoked (what editions count)."""
+        return [i.user for i in self.devices.values() if not i.revoked]
 
     def _observe(self, kind: str, number: int, source: str) -> None:
         # Only centralized mode needs the hand-set numbers above the counter.
@@ -108,6 +125,8 @@ class EngineState:
                 k: [[e.epoch, e.start, e.increment, e.slots, e.end] for e in eps]
                 for k, eps in self.epochs.items()
             },
+            "registration": self.registration,
+            "integrations": self.integrations,
             "extra": self.extra,
         }
 
@@ -121,6 +140,8 @@ class EngineState:
             documents=snap["documents"],
             events=snap["events"],
             data_bytes=snap["data_bytes"],
+            registration=snap.get("registration"),
+            integrations=dict(snap.get("integrations", {})),
             extra=dict(snap.get("extra", {})),
         )
         for k, (last, taken, highest) in snap["counters"].items():

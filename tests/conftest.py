@@ -2,6 +2,11 @@
 
 Each test gets its own broker on a free loopback port with a temp store dir,
 started from deploy/nats-server.conf and stopped (by pid) at the end.
+
+Editions: every engine a test starts (in this process or as ``python -m engine
+serve``) runs the unlimited "site" edition, through ``SYNVOICE_LICENSE_KEY``
+signed by an ephemeral vendor key that ``SYNVOICE_VENDOR_PUBLIC_KEY`` trusts.
+Tests of the editions themselves (tests/security) set their own keys.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ import pytest
 
 from engine.client import EngineClient
 from engine.config import EngineConfig
+from engine.enrollment import Enrollment
 from engine.events import Customer, DocumentCreated, Event, Line, new_event
+from engine.license import dev_site_env
 from engine.natsproc import NatsServer
 from engine.protocol import ADMIN_DEVICE
 from engine.server import EngineServer
+
+os.environ.update(dev_site_env())
 
 
 @pytest.fixture
@@ -59,16 +68,29 @@ class EngineHarness:
 
     async def admin(self) -> EngineClient:
         assert self.server.core is not None and self.server.core.admin_secret is not None
-        c = await EngineClient.connect(self.url, ADMIN_DEVICE, self.server.core.admin_secret)
+        c = await EngineClient.connect(
+            self.url,
+            ADMIN_DEVICE,
+            self.server.core.admin_secret,
+            **self.server.admin_nats_options(),  # broker user / TLS when the broker wants them
+        )
         self.clients.append(c)
         return c
 
     async def device(self, user: str = "alice", name: str | None = None) -> DeviceCreds:
         admin = await self.admin()
         r = await admin.enroll(user, name)
-        client = await EngineClient.connect(self.url, r["device_id"], bytes.fromhex(r["secret"]))
+        enrollment = Enrollment.from_reply(self.url, r)
+        if enrollment.broker_auth or enrollment.tls_ca:
+            client = await EngineClient.connect_enrolled(enrollment)  # as a device agent does
+        else:
+            client = await EngineClient.connect(
+                self.url, r["device_id"], bytes.fromhex(r["secret"])
+            )
         self.clients.append(client)
-        return DeviceCreds(r["device_id"], r["user"], bytes.fromhex(r["secret"]), client)
+        return DeviceCreds(
+            r["device_id"], r["user"], bytes.fromhex(r["secret"]), client, enrollment=enrollment
+        )
 
     async def close(self) -> None:
         for c in self.clients:
@@ -85,6 +107,7 @@ class DeviceCreds:
     secret: bytes
     client: EngineClient
     seq: int = 0
+    enrollment: Enrollment | None = None
 
     def created(self, kind: str = "invoice", number: int = 0, **kw: Any) -> Event:
         """A document.created event from this device."""
