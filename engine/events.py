@@ -286,11 +286,16 @@ class Event(_Model):
 
     def payload(self, model: builtins.type[P]) -> P:
         """The typed payload (validated once, then cached)."""
-        if self._payload is None:
-            self._payload = REGISTRY[self.type].model.model_validate(self.data)
-        if not isinstance(self._payload, model):
-            raise TypeError(f"{self.type} payload is {builtins.type(self._payload).__name__}")
-        return self._payload
+        # Read the private slot directly: pydantic's __getattr__ path is slow and
+        # this runs for every event in the engine's writer and the projections.
+        priv = self.__pydantic_private__
+        p = priv.get("_payload") if priv is not None else None
+        if p is None:
+            p = REGISTRY[self.type].model.model_validate(self.data)
+            self._payload = p
+        if not isinstance(p, model):
+            raise TypeError(f"{self.type} payload is {builtins.type(p).__name__}")
+        return p
 
     def to_wire(self) -> dict[str, Any]:
         """The msgpack-ready map (also the canonical form stored in the log)."""
@@ -359,10 +364,16 @@ def parse_event(raw: Any, *, stored: bool = False) -> Event:
         payload = spec.model.model_validate(data)
     except ValidationError as exc:
         raise SynvoiceError("schema", f"invalid {env.type} data", _error_details(exc)) from exc
-    if version != env.schema_version or not stored:
+    if version != env.schema_version:
         env = env.model_copy(
             update={"data": payload.model_dump(mode="json"), "schema_version": version}
         )
+    elif not stored:
+        # Store the canonical form (defaults filled, decimals as strings) so every
+        # reader of the log and the stream sees one shape. The dict is ours (made
+        # by validation): refill it in place rather than copy the model.
+        env.data.clear()
+        env.data.update(payload.model_dump(mode="json"))
     env._payload = payload
     return env
 
@@ -388,18 +399,23 @@ def new_event(
     if not isinstance(payload, spec.model):
         name = builtins.type(payload).__name__
         raise TypeError(f"{event_type} takes {spec.model.__name__}, not {name}")
-    ev = Event(
+    # The payload is already a validated model and the other fields come from
+    # our own code: construct without re-validating (the engine makes one of
+    # these per centralized number). Pushed events are validated by the engine.
+    ev = Event.model_construct(
         event_id=event_id or uuid.uuid4(),
         type=event_type,
         schema_version=spec.schema_version,
         doc_id=doc_id,
-        kind=kind,
+        kind=kind,  # type: ignore[arg-type]  # a Kind; checked where pushed
         device_id=device_id,
         user=user,
         device_seq=device_seq,
         device_time=now(),
         seen_position=seen_position,
         data=payload.model_dump(mode="json"),
+        position=None,
+        committed_at=None,
     )
     ev._payload = payload
     return ev

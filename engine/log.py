@@ -136,17 +136,26 @@ class EventLog:
         return found
 
     def seal(self, events: Sequence[Event]) -> list[tuple[Event, Record]]:
-        """Give events their positions, commit time and chain hashes (no I/O)."""
+        """Give events their positions, commit time and chain hashes (no I/O).
+
+        The events are updated in place (they belong to the writer's batch)."""
         at = now()
+        at_iso = at.isoformat()
         pos, prev = self.head, self.last_hash
         out: list[tuple[Event, Record]] = []
         for ev in events:
             pos += 1
-            sealed = ev.model_copy(update={"position": pos, "committed_at": at})
-            sealed._payload = ev._payload
-            body = codec.pack(sealed.to_wire())
+            # Hot path: build the stored map once from the wire form (no re-validation).
+            wire = ev.to_wire()
+            wire["position"] = pos
+            wire["committed_at"] = at_iso
+            body = codec.pack(wire)
             prev = link(prev, body)
-            out.append((sealed, Record(pos, body, prev)))
+            # The engine owns these freshly validated events: set the engine
+            # fields in place (a model_copy per event costs more than the rest).
+            ev.__dict__["position"] = pos
+            ev.__dict__["committed_at"] = at
+            out.append((ev, Record(pos, body, prev)))
         return out
 
     async def append(

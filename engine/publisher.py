@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -52,6 +54,9 @@ class Publisher:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.hwm = 0
+        self._pending: deque[_Outgoing] = deque()
+        # Stream sequence after our last verified batch (None: unknown, use acks).
+        self._stream_seq: int | None = None
 
     async def start(self) -> None:
         await ensure_stream(self.js, self.core.config.stream_replicas)
@@ -82,6 +87,23 @@ class Publisher:
             await asyncio.sleep(0.01)
 
     def _on_commit(self, sealed: Sequence[tuple[Event, Record]]) -> None:
+        # Keep what was just committed in memory, so the common case publishes
+        # without reading the log back or decoding bodies.
+        first = sealed[0][1].position
+        expected = self._pending[-1].position + 1 if self._pending else self.hwm + 1
+        if first == expected and len(self._pending) < self.batch * 50:
+            self._pending.extend(
+                _Outgoing(
+                    r.position,
+                    protocol.log_subject(ev.kind, ev.type),
+                    r.body,
+                    str(ev.event_id),
+                    r.hash.hex(),
+                )
+                for ev, r in sealed
+            )
+        else:
+            self._pending.clear()  # fall back to reading the log
         self._wake.set()
 
     async def _stream_last_position(self) -> int:
@@ -109,24 +131,69 @@ class Publisher:
                     backoff = min(backoff * 2, 5.0)
 
     async def _publish_some(self) -> None:
-        records = await self.core.log.read(self.hwm, self.batch)
-        if not records:
-            return
-        futures = []
-        for r in records:
-            ev = codec.unpack(r.body)
-            futures.append(
-                await self.js.publish_async(
-                    protocol.log_subject(ev.get("kind"), ev["type"]),
-                    r.body,
-                    headers={
-                        "Nats-Msg-Id": ev["event_id"],
-                        protocol.HDR_POSITION: str(r.position),
-                        protocol.HDR_HASH: r.hash.hex(),
-                    },
+        while self._pending and self._pending[0].position <= self.hwm:
+            self._pending.popleft()
+        if self._pending and self._pending[0].position == self.hwm + 1:
+            items = [self._pending.popleft() for _ in range(min(self.batch, len(self._pending)))]
+        else:
+            self._pending.clear()
+            records = await self.core.log.read(self.hwm, self.batch)
+            if not records:
+                return
+            items = []
+            for r in records:
+                ev = codec.unpack(r.body)
+                items.append(
+                    _Outgoing(
+                        r.position,
+                        protocol.log_subject(ev.get("kind"), ev["type"]),
+                        r.body,
+                        ev["event_id"],
+                        r.hash.hex(),
+                    )
                 )
-            )
-        await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
-        self.hwm = records[-1].position
+        await self._send(items)
+        self.hwm = items[-1].position
         self.core.published = self.hwm
         await self.core.log.set_meta("published", codec.pack(self.hwm))
+
+    async def _send(self, items: list[_Outgoing]) -> None:
+        """Publish a batch in order and make sure JetStream stored all of it.
+
+        Fast path: all but the last message as plain publishes on this one
+        connection (the server stores them in order), the last with an awaited
+        JetStream ack. If the ack's stream sequence moved by exactly the batch
+        size, every message was stored. Otherwise (a duplicate dropped, a gap,
+        first batch after start) fall back to an acknowledged publish of each
+        message; ``Nats-Msg-Id`` makes the repeats harmless.
+        """
+        if self._stream_seq is not None:
+            for it in items[:-1]:
+                await self.nc.publish(it.subject, it.body, headers=it.headers())
+            last = items[-1]
+            ack = await self.js.publish(last.subject, last.body, headers=last.headers())
+            if not ack.duplicate and ack.seq - self._stream_seq == len(items):
+                self._stream_seq = ack.seq
+                return
+        futures = [
+            await self.js.publish_async(it.subject, it.body, headers=it.headers()) for it in items
+        ]
+        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        info = await self.js.stream_info(protocol.STREAM)
+        self._stream_seq = info.state.last_seq if acks else self._stream_seq
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    position: int
+    subject: str
+    body: bytes
+    event_id: str
+    hash_hex: str
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Nats-Msg-Id": self.event_id,
+            protocol.HDR_POSITION: str(self.position),
+            protocol.HDR_HASH: self.hash_hex,
+        }
