@@ -411,7 +411,7 @@ async def _cmd_integration(args: argparse.Namespace) -> int:
 # --- wiring -----------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synvoice", description="Synvoice: event-sourced sync engine for invoices"
     )
@@ -508,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--public-key", type=Path, help="also trust this vendor-public.txt")
     p.set_defaults(handler=_cmd_vendor_show)
 
-    for mod_name in PLUGINS:
+    for mod_name in PLUGINS if plugins else ():
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as exc:
@@ -520,7 +520,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    # `serve` needs none of the other commands: skip importing them (start-up
+    # time and resident memory of the engine process).
+    parser = build_parser(plugins=not (words[:1] == ["serve"] and "-h" not in words))
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
