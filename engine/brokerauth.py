@@ -116,6 +116,9 @@ def integration_permissions(name: str) -> dict[str, Any]:
                 f"{api}.CONSUMER.DELETE.{s}.>",
                 f"$JS.ACK.{s}.>",
                 f"$JS.FC.{s}.>",  # flow-control replies of push consumers
+                # The one thing an integration may send: sales for the Invoice
+                # Manager (validated and recorded by the engine, never raw events).
+                protocol.BILLING_SALES_IN,
             ]
         },
         "subscribe": {"allow": [f"_INBOX.{integration_user(name)}.>", protocol.HEAD]},

@@ -19,6 +19,9 @@ ADMIN_MODE = f"{PREFIX}.admin.mode"  # {"mode", "force"?}
 ADMIN_REGISTER = f"{PREFIX}.admin.register"  # {"key"}
 ADMIN_INTEGRATION = f"{PREFIX}.admin.integration"  # {"action": add|remove|list, "name"?}
 
+# Integrations publish sales for the Invoice Manager here (request/reply).
+BILLING_SALES_IN = f"{PREFIX}.billing.sales.in"
+
 HEAD = f"{PREFIX}.head"  # core NATS notification after each commit: {"head": int}
 
 # Committed events on JetStream, one subject per kind and type, e.g.
