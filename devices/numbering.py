@@ -1,0 +1,197 @@
+"""What a device knows for numbering, folded from events. Pure: no I/O.
+
+The device learns the user mode, the users' slots and the distributed epochs
+from the engine's settings/numbering events it pulls, and every number used so
+far from ``document.created`` / ``document.number_assigned`` events (pulled or
+still in its outbox). From that it gives the next number on the device:
+
+* single: the highest number of the kind known on the device + 1;
+* distributed: ``engine.numbering.distributed_next`` over the known epochs,
+  continuing after the highest known number *in this user's own progression*
+  (so numbers typed by hand into someone else's progression do not make it
+  skip, and one typed into its own progression is never reused); 0 when the
+  known epochs are exhausted;
+* centralized: ``None`` here: the number comes from the server (0 offline).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.events import KINDS, Event
+from engine.numbering import Epoch, distributed_next, epoch_owner
+from projections.document import DocumentView
+
+
+@dataclass
+class DeviceNumbering:
+    mode: str = "centralized"  # the engine's default until a settings event says otherwise
+    mode_set: bool = False
+    users: dict[str, int] = field(default_factory=dict)  # user -> slot
+    epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    numbers: dict[str, set[int]] = field(default_factory=lambda: {k: set() for k in KINDS})
+    highest: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    # (kind, user) -> highest known number in that user's progressions (a cache)
+    _mine: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
+
+    # --- folding ----------------------------------------------------------------------
+
+    def observe(self, ev: Event) -> None:
+        """Fold one event (any type; unrelated ones are ignored)."""
+        self.observe_wire(ev.type, ev.kind, ev.data)
+
+    def observe_wire(self, t: str, kind: str | None, data: Mapping[str, Any]) -> None:
+        """The same from an event's wire fields (a valid event of the current schema)."""
+        if t == "document.created" or t == "document.number_assigned":
+            if kind:
+                self.use(kind, int(data.get("number") or 0))
+        elif t == "settings.user_mode_set":
+            self.mode = str(data["mode"])
+            self.mode_set = True
+        elif t == "settings.user_enrolled":
+            self.users[str(data["user"])] = int(data["slot"])
+        elif t == "numbering.epoch_opened":
+            k = str(data["kind"])
+            if all(e.epoch != data["epoch"] for e in self.epochs[k]):
+                self.epochs[k].append(
+                    Epoch(
+                        int(data["epoch"]),
+                        int(data["start"]),
+                        int(data["increment"]),
+                        dict(data["slots"]),
+                        int(data["end"]),
+                    )
+                )
+                self.epochs[k].sort(key=lambda e: e.epoch)
+            self._forget(k)
+        elif t == "numbering.epoch_extended":
+            k = str(data["kind"])
+            for ep in self.epochs[k]:
+                if ep.epoch == data["epoch"]:
+                    ep.end = max(ep.end, int(data["end"]))
+            self._forget(k)
+
+    def use(self, kind: str, number: int) -> None:
+        """Record that ``number`` is used in the ``kind`` series."""
+        if number <= 0 or kind not in self.numbers:
+            return
+        self.numbers[kind].add(number)
+        if number > self.highest[kind]:
+            self.highest[kind] = number
+        for (k, user), best in list(self._mine.items()):
+            if k == kind and number > best and self._owner(kind, number) == user:
+                self._mine[(k, user)] = number
+
+    def _forget(self, kind: str) -> None:
+        # Ownership of numbers changes with the epochs: recompute lazily.
+        for key in [k for k in self._mine if k[0] == kind]:
+            del self._mine[key]
+
+    def _owner(self, kind: str, number: int) -> str | None:
+        found = epoch_owner(self.epochs[kind], number)
+        return found[1] if found else None
+
+    # --- numbers ----------------------------------------------------------------------
+
+    def mine(self, kind: str, user: str) -> int:
+        """Highest known number of ``kind`` in ``user``'s progressions (0 if none)."""
+        key = (kind, user)
+        if key not in self._mine:
+            eps = self.epochs[kind]
+            self._mine[key] = max(
+                (n for n in self.numbers[kind] if (o := epoch_owner(eps, n)) and o[1] == user),
+                default=0,
+            )
+        return self._mine[key]
+
+    def next_number(self, kind: str, user: str) -> int | None:
+        """The next number made on the device; None in centralized mode (ask the
+        server), 0 in distributed mode when the known epochs are exhausted."""
+        if self.mode == "single":
+            return self.highest[kind] + 1
+        if self.mode == "distributed":
+            return distributed_next(self.epochs[kind], user, [self.mine(kind, user)])
+        return None
+
+    def slot_of(self, user: str) -> int | None:
+        return self.users.get(user)
+
+    # --- persistence -------------------------------------------------------------------
+
+    def copy(self) -> DeviceNumbering:
+        return DeviceNumbering(
+            mode=self.mode,
+            mode_set=self.mode_set,
+            users=dict(self.users),
+            epochs={
+                k: [Epoch(e.epoch, e.start, e.increment, dict(e.slots), e.end) for e in eps]
+                for k, eps in self.epochs.items()
+            },
+            numbers={k: set(v) for k, v in self.numbers.items()},
+            highest=dict(self.highest),
+            _mine=dict(self._mine),
+        )
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "mode_set": self.mode_set,
+            "users": self.users,
+            "epochs": {
+                k: [[e.epoch, e.start, e.increment, e.slots, e.end] for e in eps]
+                for k, eps in self.epochs.items()
+            },
+            "numbers": {k: sorted(v) for k, v in self.numbers.items()},
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> DeviceNumbering:
+        dn = cls(mode=str(snap["mode"]), mode_set=bool(snap["mode_set"]), users=dict(snap["users"]))
+        for k, eps in snap["epochs"].items():
+            dn.epochs[k] = [Epoch(e, s, i, dict(sl), end) for e, s, i, sl, end in eps]
+        for k, nums in snap["numbers"].items():
+            dn.numbers[k] = set(nums)
+            dn.highest[k] = max(nums, default=0)
+        return dn
+
+
+# --- reports ----------------------------------------------------------------------------
+
+
+def duplicates(views: list[DocumentView]) -> list[dict[str, Any]]:
+    """Numbers used by more than one document, per kind (number 0 = unassigned, skipped).
+
+    Sorted by kind and number; each entry lists the documents sharing the number.
+    """
+    groups: dict[tuple[str, int], list[DocumentView]] = defaultdict(list)
+    for v in views:
+        if v.created and v.number > 0:
+            groups[(v.kind, v.number)].append(v)
+    out = []
+    for (kind, number), docs in sorted(groups.items()):
+        if len(docs) > 1:
+            out.append(
+                {
+                    "kind": kind,
+                    "number": number,
+                    "documents": [
+                        {
+                            "doc_id": d.doc_id,
+                            "user": d.user,
+                            "device_id": d.device_id,
+                            "status": d.status,
+                            "customer": (d.customer or {}).get("name"),
+                        }
+                        for d in sorted(docs, key=lambda d: (d.created_at or "", d.doc_id))
+                    ],
+                }
+            )
+    return out
+
+
+def unassigned(views: list[DocumentView]) -> list[DocumentView]:
+    """Documents still numbered 0 (centralized offline, or distributed out of epochs)."""
+    return [v for v in views if v.created and v.number == 0]
