@@ -374,6 +374,8 @@ class EngineCore:
         after = _int(req, "after", 0, minimum=0)
         limit = min(_int(req, "limit", self.config.pull_limit, minimum=1), self.config.pull_limit)
         with_hashes = bool(req.get("hashes", False))
+        if self._epochs_stale():
+            await self._submit(self._plan_open_epochs, 1)
         records = await self.log.read(after, limit, self.config.pull_max_bytes)
         head = self.log.head
         last = records[-1].position if records else after
@@ -479,8 +481,6 @@ class EngineCore:
                 batch.add(
                     self._engine_event("settings.user_enrolled", UserEnrolled(user=user, slot=slot))
                 )
-                if st.mode == "distributed":
-                    self._open_epochs(batch)
             batch.add(
                 self._engine_event(
                     "settings.device_enrolled",
@@ -647,11 +647,27 @@ class EngineCore:
                 for c in st.counters.values():
                     c.last = max(c.last, c.highest)
                     c.taken.clear()
-            if mode == "distributed" and st.users:
-                self._open_epochs(batch)
             return lambda _b: {"mode": mode, "changed": True, "previous": previous}
 
         return await self._submit(plan, 1)
+
+    def _epochs_stale(self) -> bool:
+        """Distributed mode: does an enrolled user lack a slot in the open epochs?
+
+        Epochs are opened lazily, when a device pulls: devices only number in
+        epochs they pulled, so until one pulls, no device can be using the
+        open epoch's progression, and users enrolled one after the other (the
+        seed's set-up) share the first epoch: 1,4,7 / 2,5,8 / 3,6,9.
+        """
+        st = self.state
+        if st.mode != "distributed" or not st.users:
+            return False
+        return any(not eps or eps[-1].slots != st.users for eps in st.epochs.values())
+
+    def _plan_open_epochs(self, batch: _Batch) -> Callable[[int], Any]:
+        if self._epochs_stale():  # again inside the writer: another pull may have opened them
+            self._open_epochs(batch)
+        return lambda _base: {}
 
     def _open_epochs(self, batch: _Batch) -> None:
         for kind in KINDS:

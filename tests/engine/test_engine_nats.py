@@ -184,3 +184,23 @@ async def test_head_notification(engine: EngineHarness) -> None:
         assert codec.unpack(msg.data)["head"] == r["head"]
     finally:
         await nc.close()
+
+
+async def test_distributed_epochs_open_when_devices_pull(engine: EngineHarness) -> None:
+    """Seed set-up order: distributed mode first, then the users; the first pull
+    opens one epoch for all of them (1,4,7 / 2,5,8 / 3,6,9)."""
+    admin = await engine.admin()
+    await admin.set_mode("distributed")
+    devs = [await engine.device(u) for u in ("ann", "bob", "cy")]
+    st = await devs[0].client.status()
+    assert st["epochs"]["invoice"] == []  # nothing opened before a device pulls
+    await devs[0].client.pull(after=0)
+    st = await devs[0].client.status()
+    (ep,) = st["epochs"]["invoice"]
+    assert (ep["start"], ep["increment"], ep["slots"]) == (1, 3, {"ann": 1, "bob": 2, "cy": 3})
+    # a fourth user: the open epoch is closed at its end, the next starts after it
+    await engine.device("dan")
+    await devs[1].client.pull(after=0)
+    st = await devs[1].client.status()
+    first, second = st["epochs"]["invoice"]
+    assert second["start"] == first["end"] + 1 and second["increment"] == 4
