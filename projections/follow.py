@@ -1,0 +1,185 @@
+"""The incremental driver: follow the log batch by batch, never skipping a position.
+
+Records arrive from anywhere (the engine's commit listener, a JetStream
+consumer), possibly redelivered or with holes. ``Follower.feed`` drops the
+ones at or below the checkpoint, fills a hole from ``fill`` (the log itself, or
+the engine's pull endpoint) before going on, verifies each record's hash link
+from the checkpoint's hash, folds, and writes views plus checkpoint in one
+transaction. Folding and writing run in a worker thread so the event loop
+stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgpack
+
+from engine import auth, codec, protocol
+from engine.client import EngineClient
+from engine.errors import SynvoiceError
+from engine.hashchain import ChainVerifier
+from projections.model import ProjectionError, Projector, decode
+from projections.store import ViewStore
+
+Row = tuple[int, bytes, bytes]  # (position, stored body, chain hash)
+# fill(after, upto): the records after ``after`` up to ``upto`` (at least the first one).
+Filler = Callable[[int, int], Awaitable[Sequence[Row]]]
+
+
+# Views kept in memory between batches (more are reloaded from the views file).
+CACHE_DOCS = 20_000
+# Series with more numbers than this get their gaps recomputed at most every
+# GAPS_EVERY seconds rather than on every batch.
+BIG_SERIES = 20_000
+GAPS_EVERY = 0.5
+
+
+class Follower:
+    def __init__(self, store: ViewStore, fill: Filler | None = None) -> None:
+        self.store = store
+        self.projector: Projector = store.load_projector(cached=True)
+        self.fill = fill
+        self._lock = asyncio.Lock()
+        self.filled = 0  # records fetched to fill holes (for tests and logs)
+        # The committed checkpoint (the projector runs ahead of it while a batch folds).
+        self.position = self.projector.position
+        self._gaps_at = float("-inf")
+
+    @property
+    def gaps_pending(self) -> bool:
+        """Gap lists of big series wait for ``flush_gaps`` (or the next batch)."""
+        return self.projector.gaps_pending
+
+    async def flush_gaps(self) -> None:
+        async with self._lock:
+            if self.projector.gaps_pending:
+                await self._run(lambda: self._apply((), force_gaps=True))
+
+    @classmethod
+    async def open(cls, store: ViewStore, fill: Filler | None = None) -> Follower:
+        return await asyncio.to_thread(cls, store, fill)
+
+    async def feed(self, rows: Sequence[Row]) -> int:
+        """Apply ``rows`` (any order, duplicates allowed); returns the new checkpoint."""
+        async with self._lock:
+            todo: list[Row] = []
+            nxt = self.projector.position + 1
+            for row in sorted(rows, key=lambda r: r[0]):
+                pos = row[0]
+                if pos < nxt:
+                    continue  # at or below the checkpoint: already in the views
+                if pos > nxt:
+                    todo.extend(await self._fill_hole(nxt - 1, pos - 1))
+                todo.append(row)
+                nxt = pos + 1
+            if todo:
+                await self._run(lambda: self._apply(todo))
+            return self.position
+
+    @staticmethod
+    async def _run(fn: Callable[[], None]) -> None:
+        work = asyncio.ensure_future(asyncio.to_thread(fn))
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await work  # a cancelled caller still lets the transaction finish
+            raise
+
+    async def _fill_hole(self, after: int, upto: int) -> list[Row]:
+        if self.fill is None:
+            raise ProjectionError(after + 1, f"positions {after + 1}..{upto} are missing")
+        out: list[Row] = []
+        while after < upto:
+            got = [r for r in await self.fill(after, upto) if after < r[0] <= upto]
+            if not got or got[0][0] != after + 1:
+                raise ProjectionError(
+                    after + 1,
+                    f"hole {after + 1}..{upto}: the engine did not return position {after + 1}",
+                )
+            for r in got:
+                if r[0] != after + 1:
+                    raise ProjectionError(after + 1, "the engine returned records out of order")
+                out.append(r)
+                after = r[0]
+        self.filled += len(out)
+        return out
+
+    def _apply(self, rows: Sequence[Row], force_gaps: bool = False) -> None:
+        """Verify, fold and persist (worker thread); on any failure the in-memory
+        state is reloaded from the last committed checkpoint."""
+        proj = self.projector
+        verifier = ChainVerifier(proj.last_hash, proj.position + 1)
+        try:
+            for pos, body, h in rows:
+                broken = verifier.feed(pos, body, h)
+                if broken is not None:
+                    raise ProjectionError(broken.position, f"hash chain broken: {broken.reason}")
+                proj.apply(decode(pos, body), h)
+            now = time.monotonic()
+            big = None if force_gaps or now - self._gaps_at >= GAPS_EVERY else BIG_SERIES
+            self.store.flush(proj.take_changes(defer_gaps_above=big))
+            if big is None:
+                self._gaps_at = now
+            self.position = proj.position
+            proj.evict(CACHE_DOCS)
+        except BaseException:
+            self.projector = self.store.load_projector(cached=True)
+            raise
+
+
+async def pull_rows(
+    client: EngineClient, after: int, limit: int = 5000
+) -> tuple[int, bool, list[Row]]:
+    """One pull page as exact stored bytes: (head, more, rows).
+
+    ``EngineClient.pull`` decodes the events; verifying the chain needs the bytes
+    exactly as stored, so this signs the same request and slices each event's
+    bytes out of the reply.
+    """
+    body = codec.pack({"after": after, "limit": limit, "hashes": True})
+    headers = auth.sign(client.device_id, client.secret, protocol.PULL, body)
+    try:
+        msg = await client.nc.request(protocol.PULL, body, timeout=client.timeout, headers=headers)
+    except Exception as exc:
+        raise SynvoiceError("unavailable", f"pull from the engine failed: {exc}") from None
+    up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(msg.data) + 1)
+    up.feed(msg.data)
+    head, more = 0, False
+    bodies: list[bytes] = []
+    hashes: list[bytes] = []
+    try:
+        for _ in range(up.read_map_header()):
+            key = up.unpack()
+            if key == "events":
+                for _ in range(up.read_array_header()):
+                    start = up.tell()
+                    up.skip()
+                    bodies.append(msg.data[start : up.tell()])
+            elif key == "error":
+                err = up.unpack()
+                raise SynvoiceError(str(err.get("code")), str(err.get("message")))
+            elif key == "head":
+                head = int(up.unpack())
+            elif key == "more":
+                more = bool(up.unpack())
+            elif key == "hashes":
+                hashes = [bytes(h) for h in up.unpack()]
+            else:
+                up.skip()
+    except (msgpack.UnpackException, ValueError) as exc:
+        raise SynvoiceError("bad_request", f"unreadable pull reply: {exc}") from None
+    if len(hashes) != len(bodies):
+        raise SynvoiceError("internal", "the engine's pull reply has no hashes")
+    rows = [(after + 1 + i, b, h) for i, (b, h) in enumerate(zip(bodies, hashes, strict=True))]
+    return head, more, rows
+
+
+def engine_filler(client: EngineClient, page: int = 5000) -> Filler:
+    async def fill(after: int, upto: int) -> Sequence[Row]:
+        _, _, rows = await pull_rows(client, after, min(page, upto - after))
+        return rows
+
+    return fill

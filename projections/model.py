@@ -1,0 +1,389 @@
+"""The projection state: every view's content, folded from log events. Pure: no I/O.
+
+``Projector.apply`` takes one stored event (its wire map, as decoded from the
+log) in strict position order and updates the in-memory state: documents (via
+``projections.document.fold_wire``), the number index behind duplicates and
+gaps, and the numbering settings (user mode, user slots, epochs). It also
+queues what the writer must persist (``take_changes``): changed documents,
+appended history/renumbering/conflict rows, the duplicate groups and gap
+lists that changed, and the checkpoint. The live engine plugin, the
+standalone JetStream projection and the replay tool all drive this one class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import SynvoiceError
+from engine.events import KINDS, REGISTRY, parse_event
+from engine.hashchain import GENESIS
+from projections.document import Conflict, DocumentView, fold_wire
+from projections.numbers import EpochSpan, Gap, duplicate_groups, find_gaps
+
+try:  # msgspec decodes msgpack about twice as fast; the output is the same plain objects.
+    import msgspec
+
+    _msgspec_decode = msgspec.msgpack.Decoder().decode
+    _DecodeError: type[Exception] = msgspec.DecodeError
+
+    def _decode(body: bytes) -> Any:
+        return _msgspec_decode(body)
+
+except ImportError:  # pragma: no cover - msgspec is optional
+    import msgpack
+
+    _DecodeError = ValueError
+
+    def _decode(body: bytes) -> Any:
+        return msgpack.unpackb(body, raw=False, strict_map_key=False)
+
+
+History = tuple[int, str, str, str, str, str, str, str]
+Renumbering = tuple[int, str, str, int, int, str, str, str, str]
+ConflictRow = tuple[int, str, str, str, str, str]
+Loader = Callable[[str], DocumentView | None]
+
+
+class ProjectionError(SynvoiceError):
+    """A stored event the projection cannot use, or events out of order."""
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__("internal", f"position {position}: {message}")
+        self.position = position
+
+
+def decode(position: int, body: bytes) -> dict[str, Any]:
+    """Decode one stored record with the minimal checks a replay of our own,
+    hash-verified log needs; older schema versions go through ``parse_event``."""
+    try:
+        ev = _decode(body)
+    except (_DecodeError, ValueError) as exc:
+        raise ProjectionError(position, f"record is not valid msgpack ({exc})") from None
+    if type(ev) is not dict:
+        raise ProjectionError(position, "record is not an event map")
+    if ev.get("position") != position:
+        raise ProjectionError(position, f"record says it is at position {ev.get('position')}")
+    spec = REGISTRY.get(ev.get("type"))  # type: ignore[arg-type]
+    if spec is not None and ev.get("schema_version") != spec.schema_version:
+        try:
+            ev = parse_event(ev, stored=True).to_wire()
+        except SynvoiceError as exc:
+            raise ProjectionError(position, exc.message) from None
+    out: dict[str, Any] = ev
+    return out
+
+
+@dataclass
+class Changes:
+    """What one writer transaction persists (all or nothing, with the checkpoint)."""
+
+    position: int
+    last_hash: bytes
+    docs: list[DocumentView] = field(default_factory=list)
+    history: list[History] = field(default_factory=list)
+    renumberings: list[Renumbering] = field(default_factory=list)
+    conflicts: list[ConflictRow] = field(default_factory=list)
+    # (kind, number) -> the doc ids holding it now (fewer than 2: no longer a duplicate)
+    duplicates: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    gaps: dict[str, list[Gap]] = field(default_factory=dict)  # kinds recomputed
+    settings: dict[str, Any] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.docs
+            or self.history
+            or self.renumberings
+            or self.conflicts
+            or self.duplicates
+            or self.gaps
+            or self.settings
+        )
+
+
+def _name(customer: Any) -> str:
+    return str(customer.get("name", "")) if isinstance(customer, dict) else ""
+
+
+def summarize(t: str, d: Mapping[str, Any], kind: str, old_number: int, status: str) -> str:
+    """A one-line, deterministic description of a document event for the history view."""
+    if t == "document.created":
+        n = d.get("number", 0)
+        what = (
+            f"created {kind} #{n} ({d.get('number_source', 'device')})"
+            if n
+            else (f"created {kind} without number")
+        )
+        who = _name(d.get("customer"))
+        lines = len(d.get("lines", ()))
+        s = f"{what}{' for ' + who if who else ''}, {lines} line{'s' * (lines != 1)}"
+        if d.get("converted_from"):
+            s += f", from {d['converted_from']}"
+        return s
+    if t == "document.number_assigned":
+        return f"number {old_number} -> {d.get('number')} ({d.get('source')})"
+    if t == "document.customer_changed":
+        return f"customer: {_name(d.get('customer'))}"
+    if t == "document.lines_changed":
+        lines = len(d.get("lines", ()))
+        return f"lines: {lines} line{'s' * (lines != 1)}"
+    if t == "document.dates_changed":
+        return f"dates: issue {d.get('issue_date') or '-'}, due {d.get('due_date') or '-'}"
+    if t == "document.issued":
+        return "issued" if status == "draft" else f"issue ignored (status was {status})"
+    if t == "document.voided":
+        r = d.get("reason")
+        return f"voided: {r}" if r else "voided"
+    if t == "document.converted":
+        return f"converted to invoice {d.get('invoice_id')}"
+    return t
+
+
+class Projector:
+    def __init__(self) -> None:
+        self.position = 0
+        self.last_hash = GENESIS
+        self.docs: dict[str, DocumentView] = {}
+        # kind -> number -> doc ids holding it (the index behind duplicates and gaps)
+        self.holders: dict[str, dict[int, list[str]]] = {k: {} for k in KINDS}
+        self.mode = "centralized"
+        self.mode_set = False
+        self.users: dict[str, int] = {}
+        self.epochs: dict[str, list[EpochSpan]] = {k: [] for k in KINDS}
+        self.highest: dict[str, int] = dict.fromkeys(KINDS, 0)
+        self.loader: Loader | None = None  # brings back a view not in ``docs``
+        self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        self._dirty_docs: set[str] = set()
+        self._history: list[History] = []
+        self._renumberings: list[Renumbering] = []
+        self._conflicts: list[ConflictRow] = []
+        self._dirty_numbers: set[tuple[str, int]] = set()
+        self._dirty_kinds: set[str] = set()
+        self._settings_dirty = False
+
+    # --- state in and out --------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "mode_set": self.mode_set,
+            "users": dict(sorted(self.users.items())),
+            "epochs": {k: [e.to_list() for e in eps] for k, eps in self.epochs.items()},
+            "highest": dict(self.highest),
+        }
+
+    @classmethod
+    def restore(
+        cls,
+        position: int,
+        last_hash: bytes,
+        settings: Mapping[str, Any] | None,
+        docs: Iterable[DocumentView] = (),
+        numbers: Iterable[tuple[str, int, str]] = (),
+        loader: Loader | None = None,
+    ) -> Projector:
+        """The state as persisted: either every view (``docs``), or only the number
+        index (``numbers``: (kind, number, doc id)) with a ``loader`` that brings a
+        view back when an event needs it (memory stays bounded)."""
+        p = cls()
+        p.position = position
+        p.last_hash = last_hash
+        p.loader = loader
+        # Gap lists may have been deferred (see take_changes): recompute them once.
+        p._dirty_kinds.update(KINDS)
+        if settings:
+            p.mode = settings["mode"]
+            p.mode_set = settings["mode_set"]
+            p.users = dict(settings["users"])
+            for k, eps in settings["epochs"].items():
+                p.epochs[k] = [EpochSpan.from_list(e) for e in eps]
+            p.highest.update(settings["highest"])
+        for v in docs:
+            p.docs[v.doc_id] = v
+            if v.number:
+                p.holders.setdefault(v.kind, {}).setdefault(v.number, []).append(v.doc_id)
+        for kind, number, doc_id in numbers:
+            if number:
+                p.holders.setdefault(kind, {}).setdefault(number, []).append(doc_id)
+        return p
+
+    def evict(self, keep: int) -> None:
+        """Forget the cached views (after they were persisted) when more than ``keep``;
+        only with a loader, which brings them back on demand."""
+        if self.loader is not None and len(self.docs) > keep and not self._dirty_docs:
+            self.docs.clear()
+
+    # --- folding -------------------------------------------------------------------------
+
+    def apply(self, ev: Mapping[str, Any], record_hash: bytes = b"") -> None:
+        """Fold the next event (``ev["position"]`` must be ``self.position + 1``)."""
+        pos = ev["position"]
+        if pos != self.position + 1:
+            raise ProjectionError(pos, f"out of order: the projection is at {self.position}")
+        t = ev["type"]
+        try:
+            if t[:9] == "document.":
+                self._document(ev, pos, t)
+            elif t[:9] == "settings." or t[:10] == "numbering.":
+                self._setting(ev, t)
+            # Other event types (e.g. billing) are not about these views.
+        except ProjectionError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProjectionError(pos, f"cannot fold {t}: {type(exc).__name__}: {exc}") from None
+        self.position = pos
+        if record_hash:
+            self.last_hash = record_hash
+
+    def _document(self, ev: Mapping[str, Any], pos: int, t: str) -> None:
+        doc_id = ev["doc_id"]
+        kind = ev["kind"]
+        holders = self.holders
+        if kind not in holders or not isinstance(doc_id, str):
+            raise ProjectionError(pos, f"{t} without a valid doc_id and kind")
+        v = self.docs.get(doc_id)
+        if v is None:
+            if self.loader is not None:
+                v = self.loader(doc_id)
+            if v is None:
+                v = DocumentView(doc_id, kind)
+            self.docs[doc_id] = v
+        old_kind = v.kind
+        old_number = v.number
+        old_status = v.status
+        conflicts: list[Conflict] = []
+        fold_wire(v, ev, conflicts)
+        self._dirty_docs.add(doc_id)
+        if v.number != old_number or v.kind != old_kind:
+            self._renumber(doc_id, old_kind, old_number, v.kind, v.number)
+            if t == "document.number_assigned" and old_number:
+                self._renumberings.append(
+                    (
+                        pos,
+                        doc_id,
+                        v.kind,
+                        old_number,
+                        v.number,
+                        v.number_source,
+                        ev["user"],
+                        ev["device_id"],
+                        ev["committed_at"],
+                    )
+                )
+        if conflicts:
+            for c in conflicts:
+                self._conflicts.append((pos, c.doc_id, c.field, c.kind, c.winner, c.loser))
+        self._history.append(
+            (
+                pos,
+                doc_id,
+                t,
+                ev["user"],
+                ev["device_id"],
+                ev["device_time"],
+                ev["committed_at"],
+                summarize(t, ev["data"], kind, old_number, old_status),
+            )
+        )
+
+    def _renumber(self, doc_id: str, old_kind: str, old: int, kind: str, new: int) -> None:
+        """Move a document in the number index (and mark what to recompute)."""
+        if old:
+            held = self.holders[old_kind][old]
+            held.remove(doc_id)
+            if not held:
+                del self.holders[old_kind][old]
+            self._dirty_numbers.add((old_kind, old))
+            self._dirty_kinds.add(old_kind)
+        if new:
+            self.holders[kind].setdefault(new, []).append(doc_id)
+            self._dirty_numbers.add((kind, new))
+            self._dirty_kinds.add(kind)
+            if new > self.highest[kind]:
+                self.highest[kind] = new
+                self._settings_dirty = True  # ``highest`` is persisted with the settings
+
+    def _setting(self, ev: Mapping[str, Any], t: str) -> None:
+        d = ev["data"]
+        if t == "settings.user_mode_set":
+            mode = d["mode"]
+            if self.mode == "distributed" and mode != "distributed":
+                # Epochs stop where numbering stood at the switch (see projections.numbers).
+                for k, eps in self.epochs.items():
+                    for ep in eps:
+                        if ep.cap is None:
+                            ep.cap = self.highest[k]
+            self.mode = mode
+            self.mode_set = True
+        elif t == "settings.user_enrolled":
+            self.users[d["user"]] = int(d["slot"])
+        elif t == "numbering.epoch_opened":
+            self.epochs[d["kind"]].append(
+                EpochSpan(d["epoch"], d["start"], d["increment"], dict(d["slots"]), d["end"])
+            )
+        elif t == "numbering.epoch_extended":
+            for ep in self.epochs[d["kind"]]:
+                if ep.epoch == d["epoch"]:
+                    ep.end = max(ep.end, d["end"])
+        else:
+            return  # device enrolment/revocation: not part of these views
+        self._settings_dirty = True
+        self._dirty_kinds.update(KINDS)
+
+    # --- what to persist ---------------------------------------------------------------
+
+    def take_appends(self) -> Changes:
+        """Only the append-only rows (history, renumberings, conflicts) so far; the
+        rest stays pending. A rebuild spills these inside its one transaction."""
+        ch = Changes(
+            self.position,
+            self.last_hash,
+            history=self._history,
+            renumberings=self._renumberings,
+            conflicts=self._conflicts,
+        )
+        self._history, self._renumberings, self._conflicts = [], [], []
+        return ch
+
+    def take_changes(self, defer_gaps_above: int | None = None) -> Changes:
+        """Everything to persist since the last call, up to ``self.position``.
+
+        ``defer_gaps_above``: keep the gap lists of kinds with more numbers than
+        this pending (recomputing a big series on every small batch costs more
+        than the batch); ``gaps_pending`` says when some are.
+        """
+        ch = self.take_appends()
+        ch.docs = [self.docs[d] for d in sorted(self._dirty_docs)]
+        for key in sorted(self._dirty_numbers):
+            ch.duplicates[key] = sorted(self.holders[key[0]].get(key[1], ()))
+        deferred = set()
+        for kind in sorted(self._dirty_kinds):
+            if defer_gaps_above is not None and len(self.holders[kind]) > defer_gaps_above:
+                deferred.add(kind)
+            else:
+                ch.gaps[kind] = self.gaps(kind)
+        if self._settings_dirty:
+            ch.settings = self.settings()
+        self._reset_pending()
+        self._dirty_kinds = deferred
+        return ch
+
+    @property
+    def gaps_pending(self) -> bool:
+        return bool(self._dirty_kinds)
+
+    # --- derived views -----------------------------------------------------------------
+
+    def gaps(self, kind: str) -> list[Gap]:
+        return find_gaps(kind, self.holders[kind].keys(), self.epochs[kind])
+
+    def duplicates(self) -> list[tuple[str, int, list[str]]]:
+        return [
+            (kind, number, docs)
+            for kind in sorted(self.holders)
+            for number, docs in duplicate_groups(self.holders[kind])
+        ]

@@ -1,0 +1,140 @@
+"""Audit reports over a views file: one dict for ``--json``, rich tables for people."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from projections.store import ViewStore
+
+SECTIONS = ("duplicates", "gaps", "unassigned", "renumberings", "conflicts")
+
+
+def collect(store: ViewStore, kind: str | None = None) -> dict[str, Any]:
+    """Every audit finding in the views, plus what identifies them (checkpoint, digest)."""
+    position, last_hash = store.checkpoint()
+    return {
+        "position": position,
+        "last_hash": last_hash.hex(),
+        "digest": store.digest(),
+        "counts": store.counts(),
+        "duplicates": store.duplicates(kind),
+        "gaps": store.gaps(kind),
+        "unassigned": store.unassigned(kind),
+        "renumberings": store.renumberings(kind),
+        "conflicts": store.conflicts(),
+    }
+
+
+_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "duplicates": (
+        ("kind", "kind"),
+        ("number", "number"),
+        ("doc_id", "document"),
+        ("status", "status"),
+        ("user", "user"),
+        ("device_id", "device"),
+        ("customer", "customer"),
+        ("total", "total"),
+        ("last_position", "last pos."),
+    ),
+    "gaps": (
+        ("kind", "kind"),
+        ("series", "series"),
+        ("epoch", "epoch"),
+        ("first", "first missing"),
+        ("last", "last missing"),
+        ("step", "step"),
+        ("missing", "missing"),
+    ),
+    "unassigned": (
+        ("kind", "kind"),
+        ("doc_id", "document"),
+        ("status", "status"),
+        ("user", "user"),
+        ("device_id", "device"),
+        ("customer", "customer"),
+        ("total", "total"),
+        ("created_at", "created (device time)"),
+    ),
+    "renumberings": (
+        ("position", "position"),
+        ("kind", "kind"),
+        ("doc_id", "document"),
+        ("old_number", "from"),
+        ("new_number", "to"),
+        ("source", "source"),
+        ("user", "user"),
+        ("device_id", "device"),
+        ("committed_at", "committed"),
+    ),
+    "conflicts": (
+        ("position", "position"),
+        ("doc_id", "document"),
+        ("field", "field"),
+        ("kind", "kind"),
+        ("winner", "kept event"),
+        ("loser", "overridden event"),
+    ),
+    "history": (
+        ("position", "position"),
+        ("type", "event"),
+        ("user", "user"),
+        ("device_id", "device"),
+        ("device_time", "device time"),
+        ("committed_at", "committed"),
+        ("summary", "what"),
+    ),
+}
+
+_TITLES = {
+    "duplicates": "Duplicate numbers",
+    "gaps": "Gaps in number series",
+    "unassigned": "Documents without a number",
+    "renumberings": "Renumberings",
+    "conflicts": "Concurrent-edit conflicts",
+    "history": "History",
+}
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def table(section: str, rows: Sequence[dict[str, Any]], limit: int | None = None) -> Table:
+    shown = rows if limit is None else rows[:limit]
+    title = f"{_TITLES[section]} ({len(rows)})"
+    if len(shown) < len(rows):
+        title += f", first {len(shown)} shown"
+    t = Table(title=title, title_justify="left")
+    cols = _COLUMNS[section]
+    for _, header in cols:
+        t.add_column(header, overflow="fold")
+    for r in shown:
+        t.add_row(*(_cell(r.get(key)) for key, _ in cols))
+    return t
+
+
+def print_section(
+    console: Console, section: str, rows: Sequence[dict[str, Any]], limit: int | None = None
+) -> None:
+    if not rows:
+        console.print(f"[green]{_TITLES[section]}: none[/green]")
+        return
+    console.print(table(section, rows, limit))
+
+
+def print_report(console: Console, rep: dict[str, Any], limit: int | None = 50) -> None:
+    for section in SECTIONS:
+        print_section(console, section, rep[section], limit)
+    c = rep["counts"]
+    console.print(
+        f"views at position {rep['position']}: {c['documents']} documents, "
+        f"{c['duplicate_numbers']} duplicate numbers, {c['missing_numbers']} missing numbers, "
+        f"{c['unassigned']} unassigned, {c['renumberings']} renumberings, "
+        f"{c['conflicts']} conflicts"
+    )
+    console.print(f"digest {rep['digest']}")
