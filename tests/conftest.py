@@ -31,7 +31,7 @@ from engine.config import EngineConfig
 from engine.enrollment import Enrollment
 from engine.events import Customer, DocumentCreated, Event, Line, new_event
 from engine.license import dev_site_env
-from engine.natsproc import NatsServer
+from engine.natsproc import NatsServer, terminate
 from engine.protocol import ADMIN_DEVICE
 from engine.server import EngineServer
 
@@ -186,13 +186,7 @@ class EngineProcess:
         self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 15)
         self.proc = None
 
     @property

@@ -20,7 +20,7 @@ from typing import Any
 
 from engine.client import EngineClient
 from engine.enrollment import Enrollment
-from engine.natsproc import NatsServer
+from engine.natsproc import NatsServer, terminate
 from engine.protocol import ADMIN_DEVICE
 
 
@@ -132,15 +132,7 @@ class EngineProc:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM (a clean stop, so a profiler writes its report), then SIGKILL."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
         self.proc = None
 
     @property
