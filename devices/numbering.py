@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import KINDS, Event
-from engine.numbering import Epoch, distributed_next, epoch_owner
+from engine.numbering import Epoch, distributed_next, epoch_owner, fold_epoch_event
 from projections.document import DocumentView
 
 
@@ -53,25 +53,7 @@ class DeviceNumbering:
             self.mode_set = True
         elif t == "settings.user_enrolled":
             self.users[str(data["user"])] = int(data["slot"])
-        elif t == "numbering.epoch_opened":
-            k = str(data["kind"])
-            if all(e.epoch != data["epoch"] for e in self.epochs[k]):
-                self.epochs[k].append(
-                    Epoch(
-                        int(data["epoch"]),
-                        int(data["start"]),
-                        int(data["increment"]),
-                        dict(data["slots"]),
-                        int(data["end"]),
-                    )
-                )
-                self.epochs[k].sort(key=lambda e: e.epoch)
-            self._forget(k)
-        elif t == "numbering.epoch_extended":
-            k = str(data["kind"])
-            for ep in self.epochs[k]:
-                if ep.epoch == data["epoch"]:
-                    ep.end = max(ep.end, int(data["end"]))
+        elif (k := fold_epoch_event(self.epochs, t, data)) is not None:
             self._forget(k)
 
     def use(self, kind: str, number: int) -> None:

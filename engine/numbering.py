@@ -19,8 +19,9 @@ known epochs offline gives number 0, like centralized offline, until it syncs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def single_next(known_numbers: Iterable[int]) -> int:
@@ -132,3 +133,33 @@ def extension_needed(ep: Epoch, number: int, runway: int) -> int | None:
     if left >= runway // 2:
         return None
     return ep.end + ep.increment * runway
+
+
+def fold_epoch_event(
+    epochs: dict[str, list[Epoch]], event_type: str, data: Mapping[str, Any]
+) -> str | None:
+    """Apply a ``numbering.epoch_opened`` / ``epoch_extended`` payload (wire form)
+    to per-kind epoch lists; returns the kind it touched, else None. The engine's
+    state and the device agent fold epochs with this one function."""
+    if event_type == "numbering.epoch_opened":
+        kind = str(data["kind"])
+        eps = epochs.setdefault(kind, [])
+        if all(e.epoch != data["epoch"] for e in eps):  # a re-delivered event changes nothing
+            eps.append(
+                Epoch(
+                    epoch=int(data["epoch"]),
+                    start=int(data["start"]),
+                    increment=int(data["increment"]),
+                    slots={str(u): int(k) for u, k in data["slots"].items()},
+                    end=int(data["end"]),
+                )
+            )
+            eps.sort(key=lambda e: e.epoch)
+        return kind
+    if event_type == "numbering.epoch_extended":
+        kind = str(data["kind"])
+        for ep in epochs.setdefault(kind, []):
+            if ep.epoch == data["epoch"]:
+                ep.end = max(ep.end, int(data["end"]))
+        return kind
+    return None

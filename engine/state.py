@@ -14,8 +14,6 @@ from engine.events import (
     DeviceEnrolled,
     DeviceRevoked,
     DocumentCreated,
-    EpochExtended,
-    EpochOpened,
     Event,
     IntegrationAdded,
     IntegrationRemoved,
@@ -25,7 +23,7 @@ from engine.events import (
     UserMode,
     UserModeSet,
 )
-from engine.numbering import CentralCounter, Epoch
+from engine.numbering import CentralCounter, Epoch, fold_epoch_event
 
 
 @dataclass
@@ -87,16 +85,8 @@ class EngineState:
             self.integrations[ia.name] = ia.credential_id
         elif t == "settings.integration_removed":
             self.integrations.pop(event.payload(IntegrationRemoved).name, None)
-        elif t == "numbering.epoch_opened":
-            o: EpochOpened = event.payload(EpochOpened)
-            self.epochs[o.kind].append(
-                Epoch(epoch=o.epoch, start=o.start, increment=o.increment, slots=o.slots, end=o.end)
-            )
-        elif t == "numbering.epoch_extended":
-            x: EpochExtended = event.payload(EpochExtended)
-            for ep in self.epochs[x.kind]:
-                if ep.epoch == x.epoch:
-                    ep.end = max(ep.end, x.end)
+        elif t in ("numbering.epoch_opened", "numbering.epoch_extended"):
+            fold_epoch_event(self.epochs, t, event.data)
 
     def active_device_users(self) -> list[str]:
         """The user of every device that is not revoked (what editions count)."""
