@@ -15,14 +15,13 @@ from engine.enrollment import Enrollment, parse_token
 from engine.errors import SynvoiceError
 from engine.natsproc import DEPLOY_DIR, NatsServer
 from engine.server import EngineServer
-from tests.conftest import EngineHarness
+from tests.conftest import EngineHarness, self_signed_cert
 from tests.security.conftest import Errors, raw_connect
 from tests.security.test_broker import _violations
-from tests.security.test_tls import self_signed
 
 
 async def test_secure_example_broker_with_external_engine(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path, "broker")
     pw = {n: secrets.token_hex(16) for n in ("ENGINE", "ADMIN", "DEVICE", "READER")}
     broker = NatsServer(
         tmp_path / "nats",
