@@ -193,6 +193,14 @@ class Builder:
         return d.hexdigest(ch.settings, proj.position, proj.last_hash)
 
 
+def install_views(built: Path, views_path: Path) -> None:
+    """Put a freshly built views file in place of the old one (and its WAL files,
+    which would otherwise be replayed onto the new file)."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{views_path}{suffix}").unlink(missing_ok=True)
+    os.replace(built, views_path)
+
+
 def log_head(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT MAX(position) FROM events").fetchone()
     return int(row[0] or 0)
@@ -255,9 +263,7 @@ def build_from_log(
                 raise
         finally:
             store.close()
-        for suffix in ("-wal", "-shm"):
-            Path(f"{views_path}{suffix}").unlink(missing_ok=True)
-        os.replace(tmp, views_path)
+        install_views(tmp, views_path)
     finally:
         conn.close()
         if gc_was:

@@ -7,14 +7,19 @@ auditors can compare.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime
 from pathlib import Path
 
 from engine.client import EngineClient
 from projections.follow import pull_rows
-from projections.rebuild import Builder, RebuildResult, build_from_log, progress_bar
+from projections.rebuild import (
+    Builder,
+    RebuildResult,
+    build_from_log,
+    install_views,
+    progress_bar,
+)
 from projections.store import ViewStore
 
 
@@ -45,9 +50,7 @@ async def replay_remote(
             raise
     finally:
         store.close()
-    for suffix in ("-wal", "-shm"):
-        Path(f"{views}{suffix}").unlink(missing_ok=True)
-    os.replace(tmp, views)
+    install_views(tmp, views)
     return RebuildResult(
         events=b.events,
         seconds=time.perf_counter() - t0,
