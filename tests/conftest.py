@@ -12,6 +12,7 @@ Tests of the editions themselves (tests/security) set their own keys.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -129,16 +130,25 @@ class DeviceCreds:
         )
 
 
-@pytest.fixture
-async def engine(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[EngineHarness]:
-    server = EngineServer(engine_config(tmp_path / "data", nats_server.url))
+@contextlib.asynccontextmanager
+async def running_engine(
+    data_dir: Path, nats_url: str, **config: Any
+) -> AsyncIterator[EngineHarness]:
+    """An in-process engine on ``data_dir`` (config fields overridable), stopped after."""
+    server = EngineServer(engine_config(data_dir, nats_url, **config))
     await server.start()
-    h = EngineHarness(server, nats_server.url)
+    h = EngineHarness(server, nats_url)
     try:
         yield h
     finally:
         await h.close()
         await server.stop()
+
+
+@pytest.fixture
+async def engine(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[EngineHarness]:
+    async with running_engine(tmp_path / "data", nats_server.url) as h:
+        yield h
 
 
 class EngineProcess:

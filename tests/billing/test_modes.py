@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from engine.natsproc import NatsServer
-from engine.server import EngineServer
 from tests.billing.conftest import Billing, Smtp, billing_home
-from tests.conftest import EngineHarness, engine_config
+from tests.conftest import EngineHarness, running_engine
 
 
 def sales(n: int) -> list[dict[str, Any]]:
@@ -42,14 +41,8 @@ async def run(b: Billing, tmp: Path, n: int) -> list[int]:
 
 @pytest.fixture
 async def small_runway(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[EngineHarness]:
-    server = EngineServer(engine_config(tmp_path / "data", nats_server.url, runway=4))
-    await server.start()
-    h = EngineHarness(server, nats_server.url)
-    try:
+    async with running_engine(tmp_path / "data", nats_server.url, runway=4) as h:
         yield h
-    finally:
-        await h.close()
-        await server.stop()
 
 
 async def test_single_user_mode_numbers_on_the_device(

@@ -13,8 +13,7 @@ from engine.client import EngineClient
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.natsproc import NatsServer
-from engine.server import EngineServer
-from tests.conftest import EngineHarness, engine_config, wait_for
+from tests.conftest import EngineHarness, running_engine, wait_for
 
 AgentFactory = Callable[..., Awaitable[DeviceAgent]]
 
@@ -80,16 +79,12 @@ async def agents(tmp_path: Path, engine: EngineHarness) -> AsyncIterator[Agents]
 @pytest.fixture
 async def small_runway(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Agents]:
     """An engine whose distributed epochs give each user only 4 numbers at a time."""
-    server = EngineServer(engine_config(tmp_path / "data", nats_server.url, runway=4))
-    await server.start()
-    h = EngineHarness(server, nats_server.url)
-    a = Agents(tmp_path, h.url, h.admin)
-    try:
-        yield a
-    finally:
-        await a.close()
-        await h.close()
-        await server.stop()
+    async with running_engine(tmp_path / "data", nats_server.url, runway=4) as h:
+        a = Agents(tmp_path, h.url, h.admin)
+        try:
+            yield a
+        finally:
+            await a.close()
 
 
 async def sync_eventually(agent: DeviceAgent, timeout: float = 30.0) -> None:
@@ -113,14 +108,11 @@ async def bare_engine(
 ) -> AsyncIterator[tuple[EngineHarness, Agents]]:
     """An engine without plugins and JetStream publishing: for bulk tests where only
     the device side is under test (the engine's own paths have their own tests)."""
-    cfg = engine_config(tmp_path / "data", nats_server.url, plugins=False, publish=False)
-    server = EngineServer(cfg)
-    await server.start()
-    h = EngineHarness(server, nats_server.url)
-    a = Agents(tmp_path, h.url, h.admin)
-    try:
-        yield h, a
-    finally:
-        await a.close()
-        await h.close()
-        await server.stop()
+    async with running_engine(
+        tmp_path / "data", nats_server.url, plugins=False, publish=False
+    ) as h:
+        a = Agents(tmp_path, h.url, h.admin)
+        try:
+            yield h, a
+        finally:
+            await a.close()
