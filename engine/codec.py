@@ -29,14 +29,19 @@ def unpack_request(data: bytes, max_bytes: int) -> dict[str, Any]:
         raise SynvoiceError("too_large", f"request is {len(data)} bytes, limit is {max_bytes}")
     if not data:
         return {}
+    obj = unpack_untrusted(data)
+    if not isinstance(obj, dict):
+        raise SynvoiceError("bad_request", "body must be a msgpack map")
+    return obj
+
+
+def unpack_untrusted(data: bytes) -> Any:
+    """Decode untrusted bytes (any msgpack value), or raise a wire error."""
     try:
         # unpackb caps every length by len(data), so a hostile header cannot
-        # make it allocate more than the request itself.
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        # make it allocate more than the input itself.
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise SynvoiceError(
             "bad_request", f"body is not valid msgpack: {type(exc).__name__}"
         ) from exc
-    if not isinstance(obj, dict):
-        raise SynvoiceError("bad_request", "body must be a msgpack map")
-    return obj

@@ -24,8 +24,9 @@ from datetime import date
 from typing import Any
 
 import msgpack
+import msgspec
 
-from engine import auth, brokerauth, codec, editions, license, protocol
+from engine import auth, brokerauth, codec, editions, fastparse, license, protocol
 from engine.config import EngineConfig
 from engine.errors import SynvoiceError
 from engine.events import (
@@ -34,17 +35,17 @@ from engine.events import (
     REGISTRY,
     DeviceEnrolled,
     DeviceRevoked,
-    DocumentCreated,
     EpochExtended,
     EpochOpened,
     Event,
     IntegrationAdded,
     IntegrationRemoved,
-    NumberAssigned,
     Registered,
     UserEnrolled,
     UserModeSet,
+    construct_event,
     new_event,
+    now,
     parse_event,
 )
 from engine.log import EventLog, Record, SideWrite
@@ -58,6 +59,8 @@ log = logging.getLogger("synvoice.engine")
 ENGINE_NS = uuid.UUID("6f1c2b1e-5a7d-4c1e-9a43-0d2b8f7e5c11")
 
 CommitListener = Callable[[Sequence[tuple[Event, Record]]], None]
+
+_NUMBER_ASSIGNED_VERSION = REGISTRY["document.number_assigned"].schema_version
 
 # A pushed event grows by about this much when stored (position, commit time).
 STORED_OVERHEAD = 64
@@ -168,9 +171,9 @@ class EngineCore:
                 f"request is {len(body)} bytes, limit is {self.config.max_request_bytes}",
             )
         caller = self.authenticate(subject, headers, body)
-        req = codec.unpack_request(body, self.config.max_request_bytes)
         if subject == protocol.PUSH:
-            return codec.pack(await self.push(caller, req))
+            return codec.pack(await self.push_body(caller, body))
+        req = codec.unpack_request(body, self.config.max_request_bytes)
         if subject == protocol.PULL:
             return await self.pull(caller, req)
         if subject == protocol.NUMBERS:
@@ -255,18 +258,50 @@ class EngineCore:
 
     # --- push -----------------------------------------------------------------------
 
+    async def push_body(self, caller: Caller, body: bytes) -> dict[str, Any]:
+        """A push request as received: events decoded and validated by the compiled
+        fast path (``engine.fastparse``); anything it cannot vouch for, and every
+        malformed request, goes through ``push``'s pydantic path and its errors."""
+        try:
+            raws = fastparse.decode_push(body).events
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return await self.push(
+                caller, codec.unpack_request(body, self.config.max_request_bytes)
+            )
+        self._check_push(caller, len(raws))
+        validated: list[tuple[Event, int]] = []
+        max_bytes = self.config.max_event_bytes
+        for i, raw in enumerate(raws):
+            ev = fastparse.parse_pushed(raw)
+            size = len(raw)
+            if (
+                ev is None
+                or size > max_bytes
+                or ev.device_id != caller.device_id
+                or ev.user != caller.user
+            ):
+                ev, size = self._validate_pushed(caller, i, codec.unpack_untrusted(bytes(raw)))
+            validated.append((ev, size))
+        return await self._push_validated(validated)
+
+    def _check_push(self, caller: Caller, count: int) -> None:
+        if count > self.config.max_batch_events:
+            raise SynvoiceError(
+                "too_large",
+                f"{count} events in one push, limit is {self.config.max_batch_events}",
+            )
+        if caller.admin:
+            raise SynvoiceError("forbidden", "the admin credential cannot push events")
+
     async def push(self, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
         raw_events = req.get("events")
         if not isinstance(raw_events, list):
             raise SynvoiceError("bad_request", "'events' must be a list")
-        if len(raw_events) > self.config.max_batch_events:
-            raise SynvoiceError(
-                "too_large",
-                f"{len(raw_events)} events in one push, limit is {self.config.max_batch_events}",
-            )
-        if caller.admin:
-            raise SynvoiceError("forbidden", "the admin credential cannot push events")
+        self._check_push(caller, len(raw_events))
         validated = [self._validate_pushed(caller, i, raw) for i, raw in enumerate(raw_events)]
+        return await self._push_validated(validated)
+
+    async def _push_validated(self, validated: list[tuple[Event, int]]) -> dict[str, Any]:
         events = [ev for ev, _ in validated]
         if not events:
             return {"results": [], "head": self.log.head}
@@ -349,13 +384,9 @@ class EngineCore:
         st = self.state
         if st.mode != "distributed" or ev.kind is None:
             return
-        number: int
-        if ev.type == "document.created":
-            number = ev.payload(DocumentCreated).number
-        elif ev.type == "document.number_assigned":
-            number = ev.payload(NumberAssigned).number
-        else:
+        if ev.type not in ("document.created", "document.number_assigned"):
             return
+        number: int = ev.data.get("number", 0)  # canonical data: validated int
         eps = st.epochs[ev.kind]
         if not number or not eps:
             return
@@ -434,16 +465,21 @@ class EngineCore:
                     out.append(known)
                     continue
                 n = self.state.counters[kind].next()
+                # Built without pydantic (one per number on the hot path); the
+                # data is NumberAssigned's canonical form, checked by a test.
                 batch.add(
-                    new_event(
-                        "document.number_assigned",
-                        NumberAssigned(number=n, source="server", previous=known),
+                    construct_event(
+                        event_id=uuid.uuid5(ENGINE_NS, f"number:{doc_id}:{kind}:{n}"),
+                        type="document.number_assigned",
+                        schema_version=_NUMBER_ASSIGNED_VERSION,
+                        doc_id=doc_id,
+                        kind=kind,
                         device_id=caller.device_id,
                         user=caller.user,
                         device_seq=0,
-                        doc_id=doc_id,
-                        kind=kind,
-                        event_id=uuid.uuid5(ENGINE_NS, f"number:{doc_id}:{kind}:{n}"),
+                        device_time=now(),
+                        seen_position=0,
+                        data={"number": n, "source": "server", "previous": known},
                     )
                 )
                 batch.reserved[key] = n

@@ -382,6 +382,58 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+_new_object = object.__new__
+_set = object.__setattr__
+
+
+def construct_event(
+    *,
+    event_id: uuid.UUID,
+    type: str,
+    schema_version: int,
+    doc_id: uuid.UUID | None,
+    kind: str | None,
+    device_id: str,
+    user: str,
+    device_seq: int,
+    device_time: datetime,
+    seen_position: int,
+    data: dict[str, Any],
+    payload: BaseModel | None = None,
+) -> Event:
+    """An ``Event`` from values already validated (by our code or a compiled
+    decoder), without pydantic: ``model_construct`` costs ~25 µs, this ~1 µs.
+    Sets exactly what ``model_construct`` sets (fields, fields-set, no extra,
+    the private payload cache)."""
+    ev: Event = _new_object(Event)
+    _set(
+        ev,
+        "__dict__",
+        {
+            "event_id": event_id,
+            "type": type,
+            "schema_version": schema_version,
+            "doc_id": doc_id,
+            "kind": kind,
+            "device_id": device_id,
+            "user": user,
+            "device_seq": device_seq,
+            "device_time": device_time,
+            "seen_position": seen_position,
+            "data": data,
+            "position": None,
+            "committed_at": None,
+        },
+    )
+    _set(ev, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+    _set(ev, "__pydantic_extra__", None)
+    _set(ev, "__pydantic_private__", {"_payload": payload})
+    return ev
+
+
+_EVENT_FIELDS = tuple(Event.model_fields)
+
+
 def new_event(
     event_type: str,
     payload: BaseModel,
@@ -402,23 +454,20 @@ def new_event(
     # The payload is already a validated model and the other fields come from
     # our own code: construct without re-validating (the engine makes one of
     # these per centralized number). Pushed events are validated by the engine.
-    ev = Event.model_construct(
+    return construct_event(
         event_id=event_id or uuid.uuid4(),
         type=event_type,
         schema_version=spec.schema_version,
         doc_id=doc_id,
-        kind=kind,  # type: ignore[arg-type]  # a Kind; checked where pushed
+        kind=kind,
         device_id=device_id,
         user=user,
         device_seq=device_seq,
         device_time=now(),
         seen_position=seen_position,
         data=payload.model_dump(mode="json"),
-        position=None,
-        committed_at=None,
+        payload=payload,
     )
-    ev._payload = payload
-    return ev
 
 
 # Event types defined by other features register themselves on import; importing

@@ -13,11 +13,9 @@ from engine.events import (
     KINDS,
     DeviceEnrolled,
     DeviceRevoked,
-    DocumentCreated,
     Event,
     IntegrationAdded,
     IntegrationRemoved,
-    NumberAssigned,
     Registered,
     UserEnrolled,
     UserMode,
@@ -56,15 +54,17 @@ class EngineState:
         self.events += 1
         self.data_bytes += size
         t = event.type
+        # Document events read their canonical (validated) data directly: building
+        # the pydantic payload here would cost more than the rest of the append.
         if t == "document.created":
             self.documents += 1
-            p: DocumentCreated = event.payload(DocumentCreated)
-            if p.number and event.kind:
-                self._observe(event.kind, p.number, p.number_source)
+            c = event.data
+            if c.get("number") and event.kind:
+                self._observe(event.kind, c["number"], c.get("number_source", "device"))
         elif t == "document.number_assigned":
-            n: NumberAssigned = event.payload(NumberAssigned)
-            if n.number and event.kind:
-                self._observe(event.kind, n.number, n.source)
+            a = event.data
+            if a.get("number") and event.kind:
+                self._observe(event.kind, a["number"], a["source"])
         elif t == "settings.user_mode_set":
             self.mode = event.payload(UserModeSet).mode
             self.mode_set = True
