@@ -6,21 +6,24 @@ failure becomes a ``bad_request`` error rather than an exception type from msgpa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
+import msgspec
 
 from engine.errors import SynvoiceError
 
-
-def pack(obj: Any) -> bytes:
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
-    return data
+# msgspec writes the same msgpack as msgpack.packb(use_bin_type=True) for our
+# values (shortest ints, str/bin types, maps in insertion order; a test checks
+# it) at about twice the speed: the engine packs every event it stores.
+pack: Callable[[Any], bytes] = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder().decode
 
 
 def unpack(data: bytes) -> Any:
     """Decode trusted bytes (our own log)."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    return _decode(data)
 
 
 def unpack_request(data: bytes, max_bytes: int) -> dict[str, Any]:
