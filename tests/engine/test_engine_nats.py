@@ -143,22 +143,34 @@ async def test_user_mode_is_set_once_unless_forced(engine: EngineHarness) -> Non
 
 async def test_events_are_published_to_jetstream(engine: EngineHarness) -> None:
     dev = await engine.device("alice")
-    events = [dev.created() for _ in range(50)]
-    await dev.client.push(events)
     assert engine.server.publisher is not None
-    await engine.server.publisher.drain()
+    events = []
+    for _ in range(3):  # the first batch is published with acks, later ones the fast way
+        batch = [dev.created() for _ in range(50)]
+        await dev.client.push(batch)
+        await engine.server.publisher.drain()
+        events += batch
     nc = await nats.connect(engine.url)
     try:
         js = nc.jetstream()
         sub = await js.subscribe(f"{protocol.PREFIX}.log.invoice.>", ordered_consumer=True)
         seen = []
-        for _ in range(50):
+        for _ in range(150):
             msg = await sub.next_msg(timeout=5)
             seen.append(msg.headers["Nats-Msg-Id"])  # type: ignore[index]
             assert msg.subject == "synvoice.v1.log.invoice.document.created"
         assert seen == [str(e.event_id) for e in events]
         info = await js.stream_info(protocol.STREAM)
         assert info.state.messages == engine.core.log.head
+        # Every message is the stored record: same bytes, position and chain hash.
+        everything = await js.subscribe(f"{protocol.PREFIX}.log.>", ordered_consumer=True)
+        records = await engine.core.log.read(0, 1000)
+        for r in records:
+            msg = await everything.next_msg(timeout=5)
+            assert msg.data == r.body
+            assert msg.headers is not None
+            assert msg.headers[protocol.HDR_POSITION] == str(r.position)
+            assert msg.headers[protocol.HDR_HASH] == r.hash.hex()
     finally:
         await nc.close()
 
