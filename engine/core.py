@@ -814,9 +814,10 @@ class EngineCore:
 
     async def _commit(self, jobs: list[_Job]) -> None:
         ids = [i for j in jobs for i in j.lookup_ids]
-        self._existing = await self.log.lookup(ids) if ids else {}
         res = [i for j in jobs for i in j.reserve_ids]
-        self._reserved = await self.log.reservations(res) if res else {}
+        self._existing, self._reserved = (
+            await self.log.prefetch(ids, res) if ids or res else ({}, {})
+        )
         batch = _Batch(self.state)
         resolvers: list[tuple[_Job, Callable[[int], Any]]] = []
         for job in jobs:
