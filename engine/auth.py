@@ -8,7 +8,6 @@ and inside it every write is idempotent (event ids, one number per document).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import time
@@ -28,7 +27,8 @@ def new_secret() -> bytes:
 
 def signature(secret: bytes, subject: str, timestamp: int, body: bytes) -> str:
     msg = f"{subject}\n{timestamp}\n".encode() + body
-    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+    # hmac.digest: the one-shot C path (a few times cheaper than hmac.new per request).
+    return hmac.digest(secret, msg, "sha256").hex()
 
 
 def sign(device_id: str, secret: bytes, subject: str, body: bytes) -> dict[str, str]:

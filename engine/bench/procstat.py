@@ -22,6 +22,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (e.g. the engine's projection worker)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            raw = (d / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if int(raw[raw.rindex(")") + 2 :].split()[1]) == pid:
+            out.append(int(d.name))
+    return sorted(out)
+
+
 def status_kb(pid: int, key: str) -> int | None:
     """A ``kB`` field of /proc/<pid>/status, e.g. VmHWM (peak RSS) or VmRSS."""
     try:
@@ -55,6 +70,10 @@ class CpuWindow:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._wall0
         self.used = {k: cpu_seconds(p) - self._cpu0[k] for k, p in self.pids.items()}
+
+    def engine_seconds(self) -> float:
+        """CPU seconds of the engine and its worker processes together."""
+        return sum(v for k, v in self.used.items() if k.startswith("engine"))
 
     def summary(self) -> dict[str, float]:
         """Per process: share of one core used during the window (1.0 = a full core)."""

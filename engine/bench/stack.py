@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.bench.procstat import children
 from engine.client import EngineClient
 from engine.enrollment import Enrollment
 from engine.natsproc import NatsServer, terminate
@@ -193,6 +194,10 @@ class Stack:
     def pids(self) -> dict[str, int]:
         """The processes whose CPU a benchmark reports."""
         out = {"engine": self.engine.pid, "bench client": os.getpid()}
+        # The live projection folds in a child process of the engine: its CPU
+        # is the engine's too (reported apart so the split shows).
+        for i, child in enumerate(children(self.engine.pid)):
+            out["engine: live views worker" + (f" {i + 1}" if i else "")] = child
         if self.nats.proc is not None:
             out["nats-server"] = self.nats.proc.pid
         return out
