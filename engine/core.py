@@ -79,15 +79,20 @@ class _Batch:
     def __init__(self, state: EngineState) -> None:
         self.state = state
         self.events: list[Event] = []
+        self.ids: list[bytes] = []  # event ids' bytes, as events
         self.index: dict[bytes, int] = {}
         self.side: list[SideWrite] = []
         self.reserved: dict[bytes, int] = {}
         self.pending_bytes = 0  # estimated stored size of the pushed events planned
 
-    def add(self, ev: Event) -> int:
+    def add(self, ev: Event, eid: bytes | None = None) -> int:
+        """Plan ``ev`` (``eid``: its id's bytes, if the caller has them already)."""
         idx = len(self.events)
         self.events.append(ev)
-        self.index[ev.event_id.bytes] = idx
+        if eid is None:
+            eid = ev.event_id.bytes
+        self.ids.append(eid)
+        self.index[eid] = idx
         self.state.apply(ev)
         return idx
 
@@ -305,16 +310,16 @@ class EngineCore:
         events = [ev for ev, _ in validated]
         if not events:
             return {"results": [], "head": self.log.head}
+        ids = [ev.event_id.bytes for ev in events]  # once: UUID.bytes is Python code
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
-            fresh: list[Event] = []
+            fresh: list[tuple[Event, bytes]] = []
             fresh_ids: set[bytes] = set()
             fresh_bytes = 0
-            for ev, size in validated:
-                eid = ev.event_id.bytes
+            for (ev, size), eid in zip(validated, ids, strict=True):
                 if eid not in self._existing and eid not in batch.index and eid not in fresh_ids:
                     fresh_ids.add(eid)
-                    fresh.append(ev)
+                    fresh.append((ev, eid))
                     fresh_bytes += size + STORED_OVERHEAD
             if fresh:
                 # Edition data limit: refuse new events only; retries of stored
@@ -322,12 +327,11 @@ class EngineCore:
                 stored = self.state.data_bytes + batch.pending_bytes
                 editions.check_data(self.edition(), stored, fresh_bytes)
                 batch.pending_bytes += fresh_bytes
-            for ev in fresh:
-                batch.add(ev)
+            for ev, eid in fresh:
+                batch.add(ev, eid)
                 self._maybe_extend_epoch(batch, ev)
             refs: list[tuple[bool, int]] = []  # (new in this batch, index or position)
-            for ev in events:
-                eid = ev.event_id.bytes
+            for eid in ids:
                 if eid in self._existing:
                     refs.append((False, self._existing[eid]))
                 else:
@@ -348,7 +352,7 @@ class EngineCore:
 
             return resolve
 
-        return await self._submit(plan, len(events), [e.event_id.bytes for e in events])
+        return await self._submit(plan, len(events), ids)
 
     def _validate_pushed(self, caller: Caller, i: int, raw: Any) -> tuple[Event, int]:
         """The validated event and its size on the wire (to estimate storage)."""
@@ -843,7 +847,7 @@ class EngineCore:
             if sealed or batch.side
             else []
         )
-        await self.log.append(sealed, side)
+        await self.log.append(sealed, side, batch.ids)
         for job, resolve in resolvers:
             if not job.future.done():
                 job.future.set_result(resolve(base))

@@ -211,12 +211,21 @@ class EventLog:
         return out
 
     async def append(
-        self, sealed: Sequence[tuple[Event, Record]], side: Iterable[SideWrite] = ()
+        self,
+        sealed: Sequence[tuple[Event, Record]],
+        side: Iterable[SideWrite] = (),
+        ids: Sequence[bytes] | None = None,
     ) -> None:
-        """Write sealed records (from ``seal``) and side writes in one transaction."""
+        """Write sealed records (from ``seal``) and side writes in one transaction
+        (``ids``: the events' ids as bytes, when the caller has them)."""
         if sealed and sealed[0][1].position != self.head + 1:
             raise RuntimeError("sealed batch does not follow the log head")
-        rows = [(r.position, ev.event_id.bytes, ev.type, r.body, r.hash) for ev, r in sealed]
+        if ids is None:
+            ids = [ev.event_id.bytes for ev, _ in sealed]
+        rows = [
+            (r.position, eid, ev.type, r.body, r.hash)
+            for (ev, r), eid in zip(sealed, ids, strict=True)
+        ]
         writes = [(sql, params) for sql, params in side if params]
         w = self._w
 
