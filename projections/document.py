@@ -91,15 +91,27 @@ def _dec(x: Any) -> Decimal:
     return d
 
 
+# (quantity, unit price, tax rate) -> (net, tax) of one line: lines repeat too.
+_LINE_CACHE: dict[tuple[Any, Any, Any], tuple[Decimal, Decimal]] = {}
+
+
 def wire_totals(lines: Sequence[Mapping[str, Any]]) -> tuple[Decimal, Decimal, Decimal]:
     """``engine.events.totals`` over lines in wire form (decimals as strings), without
     building ``Line`` models: the same arithmetic in the same order, so the same cents."""
     net = _ZERO
     tax = _ZERO
+    cache = _LINE_CACHE
     for ln in lines:
-        n = _dec(ln["quantity"]) * _dec(ln["unit_price"])
-        net += n
-        tax += n * _dec(ln.get("tax_rate", "0")) / _HUNDRED
+        key = (ln["quantity"], ln["unit_price"], ln.get("tax_rate", "0"))
+        amounts = cache.get(key)
+        if amounts is None:
+            n = _dec(key[0]) * _dec(key[1])
+            amounts = (n, n * _dec(key[2]) / _HUNDRED)
+            if len(cache) > 100_000:
+                cache.clear()
+            cache[key] = amounts
+        net += amounts[0]
+        tax += amounts[1]
     net = net.quantize(_CENT)
     tax = tax.quantize(_CENT)
     return net, tax, net + tax

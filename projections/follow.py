@@ -30,7 +30,7 @@ Filler = Callable[[int, int], Awaitable[Sequence[Row]]]
 
 
 # Views kept in memory between batches (more are reloaded from the views file).
-CACHE_DOCS = 20_000
+CACHE_DOCS = 2_000
 # Series with more numbers than this get their gaps recomputed at most every
 # GAPS_EVERY seconds rather than on every batch.
 BIG_SERIES = 20_000

@@ -3,11 +3,12 @@
 ``Projector.apply`` takes one stored event (its wire map, as decoded from the
 log) in strict position order and updates the in-memory state: documents (via
 ``projections.document.fold_wire``), the number index behind duplicates and
-gaps, and the numbering settings (user mode, user slots, epochs). It also
-queues what the writer must persist (``take_changes``): changed documents,
-appended history/renumbering/conflict rows, the duplicate groups and gap
-lists that changed, and the checkpoint. The live engine plugin, the
-standalone JetStream projection and the replay tool all drive this one class.
+gaps (counts per number, ``projections.numindex``), and the numbering settings
+(user mode, user slots, epochs). It also queues what the writer must persist
+(``take_changes``): changed documents, appended history/renumbering/conflict
+rows, the duplicate groups and gap lists that changed, and the checkpoint. The
+live engine plugin, the standalone JetStream projection and the replay tool all
+drive this one class.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from engine.errors import SynvoiceError
 from engine.events import KINDS, REGISTRY, parse_event
 from engine.hashchain import GENESIS
 from projections.document import Conflict, DocumentView, fold_wire
-from projections.numbers import EpochSpan, Gap, duplicate_groups, find_gaps
+from projections.numbers import EpochSpan, Gap, find_gaps
+from projections.numindex import NumberIndex
 
 try:  # msgspec decodes msgpack about twice as fast; the output is the same plain objects.
     import msgspec
@@ -44,6 +46,9 @@ History = tuple[int, str, str, str, str, str, str, str]
 Renumbering = tuple[int, str, str, int, int, str, str, str, str]
 ConflictRow = tuple[int, str, str, str, str, str]
 Loader = Callable[[str], DocumentView | None]
+# (kind, number) -> ids of the persisted documents holding it (views not in memory)
+Finder = Callable[[str, int], Iterable[str]]
+_KINDS = frozenset(KINDS)
 
 
 class ProjectionError(SynvoiceError):
@@ -85,7 +90,8 @@ class Changes:
     history: list[History] = field(default_factory=list)
     renumberings: list[Renumbering] = field(default_factory=list)
     conflicts: list[ConflictRow] = field(default_factory=list)
-    # (kind, number) -> the doc ids holding it now (fewer than 2: no longer a duplicate)
+    # (kind, number) -> the doc ids holding it now ([]: held once or not at all, so
+    # no longer a duplicate)
     duplicates: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     gaps: dict[str, list[Gap]] = field(default_factory=dict)  # kinds recomputed
     settings: dict[str, Any] | None = None
@@ -146,14 +152,15 @@ class Projector:
         self.position = 0
         self.last_hash = GENESIS
         self.docs: dict[str, DocumentView] = {}
-        # kind -> number -> doc ids holding it (the index behind duplicates and gaps)
-        self.holders: dict[str, dict[int, list[str]]] = {k: {} for k in KINDS}
+        # kind -> number -> how many documents hold it (behind duplicates and gaps)
+        self.numbers = NumberIndex(KINDS)
         self.mode = "centralized"
         self.mode_set = False
         self.users: dict[str, int] = {}
         self.epochs: dict[str, list[EpochSpan]] = {k: [] for k in KINDS}
         self.highest: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.loader: Loader | None = None  # brings back a view not in ``docs``
+        self.finder: Finder | None = None  # holders among the views not in ``docs``
         self._reset_pending()
 
     def _reset_pending(self) -> None:
@@ -183,16 +190,19 @@ class Projector:
         last_hash: bytes,
         settings: Mapping[str, Any] | None,
         docs: Iterable[DocumentView] = (),
-        numbers: Iterable[tuple[str, int, str]] = (),
+        numbers: Iterable[tuple[str, int]] = (),
         loader: Loader | None = None,
+        finder: Finder | None = None,
     ) -> Projector:
         """The state as persisted: either every view (``docs``), or only the number
-        index (``numbers``: (kind, number, doc id)) with a ``loader`` that brings a
-        view back when an event needs it (memory stays bounded)."""
+        index (``numbers``: (kind, number) of each document) with a ``loader`` that
+        brings a view back when an event needs it and a ``finder`` that names the
+        holders of a duplicate number (memory stays bounded)."""
         p = cls()
         p.position = position
         p.last_hash = last_hash
         p.loader = loader
+        p.finder = finder
         # Gap lists may have been deferred (see take_changes): recompute them once.
         p._dirty_kinds.update(KINDS)
         if settings:
@@ -202,13 +212,12 @@ class Projector:
             for k, eps in settings["epochs"].items():
                 p.epochs[k] = [EpochSpan.from_list(e) for e in eps]
             p.highest.update(settings["highest"])
+        add = p.numbers.add
         for v in docs:
             p.docs[v.doc_id] = v
-            if v.number:
-                p.holders.setdefault(v.kind, {}).setdefault(v.number, []).append(v.doc_id)
-        for kind, number, doc_id in numbers:
-            if number:
-                p.holders.setdefault(kind, {}).setdefault(number, []).append(doc_id)
+            add(v.kind, v.number)
+        for kind, number in numbers:
+            add(kind, number)
         return p
 
     def evict(self, keep: int) -> None:
@@ -239,11 +248,18 @@ class Projector:
         if record_hash:
             self.last_hash = record_hash
 
+    def skip(self, position: int, record_hash: bytes) -> None:
+        """Pass over the next record without folding it: it is another projector's
+        (a partitioned rebuild folds each document in exactly one projector)."""
+        if position != self.position + 1:
+            raise ProjectionError(position, f"out of order: the projection is at {self.position}")
+        self.position = position
+        self.last_hash = record_hash
+
     def _document(self, ev: Mapping[str, Any], pos: int, t: str) -> None:
         doc_id = ev["doc_id"]
         kind = ev["kind"]
-        holders = self.holders
-        if kind not in holders or not isinstance(doc_id, str):
+        if kind not in _KINDS or not isinstance(doc_id, str):
             raise ProjectionError(pos, f"{t} without a valid doc_id and kind")
         v = self.docs.get(doc_id)
         if v is None:
@@ -293,14 +309,11 @@ class Projector:
     def _renumber(self, doc_id: str, old_kind: str, old: int, kind: str, new: int) -> None:
         """Move a document in the number index (and mark what to recompute)."""
         if old:
-            held = self.holders[old_kind][old]
-            held.remove(doc_id)
-            if not held:
-                del self.holders[old_kind][old]
+            self.numbers.remove(old_kind, old)
             self._dirty_numbers.add((old_kind, old))
             self._dirty_kinds.add(old_kind)
         if new:
-            self.holders[kind].setdefault(new, []).append(doc_id)
+            self.numbers.add(kind, new)
             self._dirty_numbers.add((kind, new))
             self._dirty_kinds.add(kind)
             if new > self.highest[kind]:
@@ -349,6 +362,12 @@ class Projector:
         self._history, self._renumberings, self._conflicts = [], [], []
         return ch
 
+    def forget_changed(self) -> None:
+        """Forget which views and numbers changed, for a caller that writes every
+        view itself (a bulk rebuild): the sets would grow to every document."""
+        self._dirty_docs = set()
+        self._dirty_numbers = set()
+
     def take_changes(self, defer_gaps_above: int | None = None) -> Changes:
         """Everything to persist since the last call, up to ``self.position``.
 
@@ -358,11 +377,13 @@ class Projector:
         """
         ch = self.take_appends()
         ch.docs = [self.docs[d] for d in sorted(self._dirty_docs)]
+        count = self.numbers.count
+        held = self.holders_of([k for k in self._dirty_numbers if count(*k) > 1])
         for key in sorted(self._dirty_numbers):
-            ch.duplicates[key] = sorted(self.holders[key[0]].get(key[1], ()))
+            ch.duplicates[key] = held.get(key, [])
         deferred = set()
         for kind in sorted(self._dirty_kinds):
-            if defer_gaps_above is not None and len(self.holders[kind]) > defer_gaps_above:
+            if defer_gaps_above is not None and self.numbers.distinct(kind) > defer_gaps_above:
                 deferred.add(kind)
             else:
                 ch.gaps[kind] = self.gaps(kind)
@@ -373,17 +394,39 @@ class Projector:
         return ch
 
     @property
+    def settings_changed(self) -> bool:
+        """Settings changed since the last ``take_changes`` (they are persisted then)."""
+        return self._settings_dirty
+
+    @property
     def gaps_pending(self) -> bool:
         return bool(self._dirty_kinds)
 
     # --- derived views -----------------------------------------------------------------
 
     def gaps(self, kind: str) -> list[Gap]:
-        return find_gaps(kind, self.holders[kind].keys(), self.epochs[kind])
+        return find_gaps(kind, self.numbers.numbers(kind), self.epochs[kind])
+
+    def holders_of(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
+        """(kind, number) -> sorted ids of the documents holding it: the views in
+        memory, and (through ``finder``) the persisted ones not in memory."""
+        wanted = set(keys)
+        out: dict[tuple[str, int], list[str]] = {k: [] for k in wanted}
+        if not wanted:
+            return out
+        docs = self.docs
+        for v in docs.values():
+            held = out.get((v.kind, v.number))
+            if held is not None:
+                held.append(v.doc_id)
+        if self.finder is not None:
+            for key, held in out.items():
+                held.extend(d for d in self.finder(*key) if d not in docs)
+        for held in out.values():
+            held.sort()
+        return out
 
     def duplicates(self) -> list[tuple[str, int, list[str]]]:
-        return [
-            (kind, number, docs)
-            for kind in sorted(self.holders)
-            for number, docs in duplicate_groups(self.holders[kind])
-        ]
+        keys = [(k, n) for k in self.numbers.kinds() for n in self.numbers.held_twice(k)]
+        held = self.holders_of(keys)
+        return [(k, n, held[(k, n)]) for k, n in keys]

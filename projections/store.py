@@ -15,7 +15,7 @@ import csv
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,11 @@ except ImportError:  # pragma: no cover
 _encode_rows = _encode_state
 
 
+def encode_digest_row(row: Sequence[Any]) -> bytes:
+    """One row as the digest hashes it (a chunk's rows are these, concatenated)."""
+    return _encode_rows(tuple(row))
+
+
 def doc_row(v: DocumentView) -> tuple[Any, ...]:
     """The documents row: readable columns, then ``state`` (what else the fold needs
     to go on from this view: customer, lines, notes, created, field writes)."""
@@ -369,7 +374,7 @@ class ViewStore:
     @classmethod
     def create_fresh(cls, path: Path | str) -> ViewStore:
         """A new, empty file for a bulk rebuild: no journal (a failed rebuild is
-        simply deleted), indexes added by ``finish_bulk``."""
+        simply deleted), indexes added by ``create_indexes``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
@@ -398,9 +403,12 @@ class ViewStore:
         if not exists:
             self._set_meta("schema", SCHEMA_VERSION)
 
-    def finish_bulk(self) -> None:
-        """After a bulk load: build the indexes and put the file on disk."""
+    def create_indexes(self) -> None:
+        """After a bulk load (outside a transaction): build the secondary indexes."""
         self.conn.executescript(INDEXES)
+
+    def sync(self) -> None:
+        """Put a bulk-loaded file (written without journal or syncs) on disk."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -484,17 +492,38 @@ class ViewStore:
         position, last_hash = self.checkpoint()
         settings = self.get_meta("settings")
         if cached:
-            numbers = self.conn.execute(
-                "SELECT kind, number, doc_id FROM documents WHERE number != 0"
-            ).fetchall()
+            # Streamed into the compact number index (4 bytes a number, no doc ids).
+            numbers = self.conn.execute("SELECT kind, number FROM documents WHERE number != 0")
             return Projector.restore(
-                position, last_hash, settings, numbers=numbers, loader=self.load_document
+                position,
+                last_hash,
+                settings,
+                numbers=numbers,
+                loader=self.load_document,
+                finder=self.holders,
             )
         cur = self.conn.execute(f"SELECT {', '.join(DOC_COLUMNS)}, state FROM documents")
         docs: list[DocumentView] = []
         while rows := cur.fetchmany(10_000):
             docs.extend(view_from_row(r) for r in rows)
         return Projector.restore(position, last_hash, settings, docs)
+
+    def holders(self, kind: str, number: int) -> list[str]:
+        """Ids of the persisted documents holding ``number`` (documents_number index)."""
+        rows = self.conn.execute(
+            "SELECT doc_id FROM documents WHERE kind = ? AND number = ?", (kind, number)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def all_duplicates(self) -> list[tuple[str, int, str]]:
+        """(kind, number, doc id) of every number held twice, in the view's order."""
+        rows = self.conn.execute(
+            "SELECT d.kind, d.number, d.doc_id FROM documents d JOIN "
+            "(SELECT kind, number FROM documents WHERE number != 0 "
+            "GROUP BY kind, number HAVING COUNT(*) > 1) USING (kind, number) "
+            "ORDER BY d.kind, d.number, d.doc_id"
+        ).fetchall()
+        return [(str(k), int(n), str(d)) for k, n, d in rows]
 
     def load_document(self, doc_id: str) -> DocumentView | None:
         row = self.conn.execute(
@@ -592,13 +621,21 @@ class ViewStore:
         try:
             d = Digest()
             position, last_hash = self.checkpoint()
-            for table, cols, order in DIGEST_TABLES:
-                cur = self.conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
-                while rows := cur.fetchmany(20_000):
-                    d.add(table, rows)
+            for table, _, _ in DIGEST_TABLES:
+                self.digest_table(d, table)
             return d.hexdigest(self.get_meta("settings"), position, last_hash)
         finally:
             self.conn.execute("COMMIT")
+
+    def digest_table(self, d: Digest, table: str) -> None:
+        """Add one view's rows to ``d``, read in the canonical order."""
+        for name, cols, order in DIGEST_TABLES:
+            if name == table:
+                cur = self.conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {order}")
+                while rows := cur.fetchmany(20_000):
+                    d.add(table, rows)
+                return
+        raise ValueError(f"no view {table!r}")
 
     def iter_table(self, table: str) -> tuple[tuple[str, ...], Iterator[Sequence[Any]]]:
         for name, cols, order in DIGEST_TABLES:
@@ -649,6 +686,12 @@ class Digest:
             header = 1 if n < 16 else 3 if n < 65536 else 5
             self._views[view].update(packed[header:])
 
+    def add_packed(self, view: str, rows: Iterable[bytes]) -> None:
+        """Rows already encoded one by one (``encode_digest_row``), in order."""
+        h = self._views[view]
+        for packed in rows:
+            h.update(packed)
+
     def hexdigest(self, settings: Any, position: int, last_hash: bytes) -> str:
         outer = hashlib.sha256(b"synvoice-views-v1\n")
         for name, _, _ in DIGEST_TABLES:
@@ -658,4 +701,12 @@ class Digest:
         return outer.hexdigest()
 
 
-__all__ = ["SHARED", "Digest", "ViewStore", "ViewsError", "doc_row", "view_from_row"]
+__all__ = [
+    "SHARED",
+    "Digest",
+    "ViewStore",
+    "ViewsError",
+    "doc_row",
+    "encode_digest_row",
+    "view_from_row",
+]

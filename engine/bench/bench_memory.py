@@ -9,6 +9,9 @@ mark is its own):
                 steady state: the goal applies here);
   core only     the same load with the live views off (SYNVOICE_LIVE_VIEWS=0),
                 to tell the core's memory from the projection's.
+
+The live views fold in a worker process of the engine (``projections.liveworker``):
+its high-water mark is reported beside the engine's, and their sum.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench.context import Context
-from engine.bench.procstat import CpuWindow, mb, status_kb
+from engine.bench.procstat import CpuWindow, children, mb, status_kb
 from engine.bench.report import BenchResult, Figure, Goal
 from engine.bench.stack import Stack, run_worker, wait_idle
 from engine.bench.stats import rate
@@ -31,6 +34,13 @@ PUSHERS = 8
 PULLERS = 2
 
 
+def _workers_hwm(pid: int) -> float | None:
+    """Summed VmHWM of the engine's child processes (the live views worker), MB."""
+    values = [mb(status_kb(k, "VmHWM")) for k in children(pid)]
+    known = [v for v in values if v is not None]
+    return round(sum(known), 1) if known else None
+
+
 async def _serve(
     ctx: Context, root: Path, head: int, load: float, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -38,10 +48,13 @@ async def _serve(
     async with Stack(root, env=env) as st:
         pid = st.engine.pid
         settle_s = await wait_idle(pid)
+        for child in children(pid):  # the live views worker builds / catches up
+            settle_s += await wait_idle(child)
         out: dict[str, Any] = {
             "settle_s": round(settle_s, 1),
             "settled_rss": mb(status_kb(pid, "VmRSS")),
             "settled_hwm": mb(status_kb(pid, "VmHWM")),
+            "worker_settled_hwm": _workers_hwm(pid),
         }
         if load <= 0:
             return out
@@ -69,6 +82,7 @@ async def _serve(
         nats_pid = st.nats.proc.pid if st.nats.proc else None
         out.update(
             hwm=mb(status_kb(pid, "VmHWM")),
+            worker_hwm=_workers_hwm(pid),
             rss_end=mb(status_kb(pid, "VmRSS")),
             nats_hwm=mb(status_kb(nats_pid, "VmHWM")) if nats_pid else None,
             push_per_s=rate(stats.events, push_s),
@@ -78,6 +92,10 @@ async def _serve(
             cpu=cpu.summary(),
         )
         return out
+
+
+def _total(engine: float | None, worker: float | None) -> float | None:
+    return None if engine is None else round(engine + (worker or 0.0), 1)
 
 
 async def run(ctx: Context) -> BenchResult:
@@ -100,12 +118,32 @@ async def run(ctx: Context) -> BenchResult:
             Goal("lt", 200),
             ceiling="memory.floor",
         ),
+        Figure(
+            "memory.worker_peak_mb",
+            "live views worker process peak RSS (VmHWM), same run",
+            steady["worker_hwm"],
+            "MB",
+        ),
+        Figure(
+            "memory.with_worker_peak_mb",
+            "engine + live views worker peak RSS",
+            _total(steady["hwm"], steady["worker_hwm"]),
+            "MB",
+            ceiling="memory.floor",
+        ),
         Figure("memory.settled_mb", "engine RSS after start-up", steady["settled_rss"], "MB"),
         Figure("memory.end_mb", "engine RSS after the load", steady["rss_end"], "MB"),
         Figure(
             "memory.first_start_peak_mb",
             f"first start: peak RSS while the views are built ({first['settle_s']:.0f} s)",
             first["settled_hwm"],
+            "MB",
+            ceiling="memory.floor",
+        ),
+        Figure(
+            "memory.worker_first_start_peak_mb",
+            "first start: live views worker peak RSS (it builds the views)",
+            first["worker_settled_hwm"],
             "MB",
             ceiling="memory.floor",
         ),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from projections.numbers import SHARED, EpochSpan, Gap, duplicate_groups, find_gaps
+from projections.numindex import NumberIndex
 
 
 def missing(gaps: list[Gap]) -> set[int]:
@@ -100,3 +103,30 @@ def test_distributed_gaps_are_owned_numbers_below_each_users_last(
         if n not in used and any(u > n and (u - n) % users == 0 for u in used)
     }
     assert missing(gaps) == expected
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.one_of(st.integers(1, 60), st.integers(1, 10**6), st.integers(-3, 3)),
+        ),
+        max_size=200,
+    )
+)
+def test_number_index_counts_like_a_counter(ops: list[tuple[bool, int]]) -> None:
+    """Dense and sparse numbers (and a sparse number the dense range grows over)."""
+    ix, ref = NumberIndex(["invoice"]), Counter[int]()
+    for remove, n in ops:
+        if n == 0:
+            assert ix.add("invoice", 0) == 0
+        elif remove and ref[n]:
+            ref[n] -= 1
+            assert ix.remove("invoice", n) == ref[n]
+        else:
+            ref[n] += 1
+            assert ix.add("invoice", n) == ref[n]
+    held = sorted(n for n, c in ref.items() if c)
+    assert list(ix.numbers("invoice")) == held and ix.distinct("invoice") == len(held)
+    assert list(ix.held_twice("invoice")) == sorted(n for n, c in ref.items() if c > 1)
+    assert all(ix.count("invoice", n) == c for n, c in ref.items())
