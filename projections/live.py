@@ -1,12 +1,19 @@
-"""The live projection inside the engine: keeps ``DATA/views.sqlite`` up to date.
+"""The live projection of the engine: keeps ``DATA/views.sqlite`` up to date.
 
-An engine plugin (``engine.server.ENGINE_PLUGINS``). It listens to every
-commit (the listener only queues the sealed records: it runs inside the
-engine's writer and must not block), and a background task folds them into the
-views through ``Follower``, one transaction per batch of commits. At start it
-resumes from the views file's checkpoint by reading the log; a missing views
-file, or one from another views schema, is first rebuilt from the log in bulk.
-Holes (a commit seen before the ones before it) are read from the log.
+An engine plugin (``engine.server.ENGINE_PLUGINS``). The folding runs in a
+worker process the engine starts and supervises (``projections.liveworker``):
+it reads new records straight from the log file and folds them through
+``Follower``, the one projection code path. The engine only tells it the new
+head after each commit (one line on its stdin: the listener runs inside the
+engine's writer and must not block) and reads its checkpoint back (``at N``
+lines), which ``position`` and ``wait_for`` report.
+
+Why a process: folding costs more CPU per event than appending it; in the
+engine's process it took the event loop's core, in its own it uses the second
+one. Its memory, and the first-start rebuild of a big log, stay out of the
+engine too. A worker that fails or is killed is started again and resumes
+from the views' checkpoint; when the engine dies, the worker's stdin closes
+and it ends (after applying what it was told about).
 """
 
 from __future__ import annotations
@@ -14,22 +21,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from engine.core import EngineCore
 from engine.events import Event
 from engine.log import Record
 from engine.server import EngineServer
-from projections.follow import GAPS_EVERY, Follower, Row
-from projections.rebuild import build_from_log
-from projections.store import ViewsError, ViewStore
 
 log = logging.getLogger("synvoice.projections")
 
 VIEWS_FILE = "views.sqlite"
+STOP_TIMEOUT = 30.0  # seconds a stopping worker gets to apply what it was told about
+
 _attached: weakref.WeakKeyDictionary[EngineServer, LiveProjection] = weakref.WeakKeyDictionary()
 
 
@@ -54,103 +60,87 @@ async def attach(server: EngineServer) -> None:
 
 
 class LiveProjection:
-    def __init__(self, core: EngineCore, path: Path, batch: int = 5000) -> None:
+    """The engine's side of the worker: start it, tell it commits, track its checkpoint."""
+
+    def __init__(self, core: EngineCore, path: Path) -> None:
         self.core = core
         self.path = path
-        self.batch = batch
-        self.follower: Follower | None = None
-        self.error: BaseException | None = None  # last failure (retried)
-        self._queue: list[Row] = []
-        self._wake = asyncio.Event()
+        self.position = 0  # the views' checkpoint, as the worker last reported it
+        self.error: str | None = None  # the worker's last failure (it is restarted)
+        self.starts = 0  # worker processes started (restarts = starts - 1)
+        self.pid: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
+        self._told = 0  # the last head written to the worker
+        self._stopping = False
         self._changed = asyncio.Condition()
-
-    @property
-    def position(self) -> int:
-        return self.follower.position if self.follower else 0
 
     async def start(self) -> None:
         self.core.listeners.append(self._on_commit)
-        self._task = asyncio.create_task(self._run(), name="synvoice-live-projection")
+        self._task = asyncio.create_task(self._supervise(), name="synvoice-live-projection")
 
     def _on_commit(self, sealed: Sequence[tuple[Event, Record]]) -> None:
-        self._queue.extend((r.position, r.body, r.hash) for _, r in sealed)
-        self._wake.set()
+        # At most one head outstanding: a busy worker reads everything up to the
+        # log's head anyway, and is told again when it reports (see _reached).
+        if self._told <= self.position:
+            self._tell(sealed[-1][1].position)
 
-    async def _open(self) -> Follower:
-        def open_store() -> ViewStore:
-            try:
-                return ViewStore.open(self.path)
-            except ViewsError as exc:
-                log.warning("rebuilding the views from the log (%s)", exc)
-            return self._rebuilt()
+    def _tell(self, head: int) -> None:
+        proc = self._proc
+        if proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+            # Buffered by the pipe's transport: never blocks the writer. A worker
+            # started later reads the log from its checkpoint anyway.
+            proc.stdin.write(b"%d\n" % head)
+            self._told = head
 
-        if not self.path.exists():
-            store = await asyncio.to_thread(self._rebuilt)
-        else:
-            store = await asyncio.to_thread(open_store)
-        return await Follower.open(store, self._fill)
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "projections.liveworker",
+            "--log",
+            str(self.core.config.log_path),
+            "--views",
+            str(self.path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
 
-    def _rebuilt(self) -> ViewStore:
-        r = build_from_log(self.core.config.log_path, self.path)
-        log.info("views rebuilt: %d events in %.1fs, digest %s", r.events, r.seconds, r.digest)
-        return ViewStore.open(self.path)
-
-    async def _fill(self, after: int, upto: int) -> Sequence[Row]:
-        records = await self.core.log.read(after, min(self.batch, upto - after))
-        return [(r.position, r.body, r.hash) for r in records]
-
-    async def _catch_up(self, f: Follower) -> None:
-        while f.position < self.core.log.head:
-            rows = await self._fill(f.position, self.core.log.head)
-            if not rows:
-                break
-            await f.feed(rows)
-            await self._notify()
-
-    async def _run(self) -> None:
+    async def _supervise(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping:
+            proc = await self._spawn()
+            self._proc, self.pid, self._told = proc, proc.pid, 0
+            self.starts += 1
+            assert proc.stdout is not None
             try:
-                if self.follower is None:
-                    self.follower = await self._open()
-                await self._catch_up(self.follower)
-                await self._notify()
-                while True:
-                    if not await self._woken(self.follower):
-                        continue
-                    self._wake.clear()
-                    while self._queue:
-                        rows, self._queue = self._queue[: self.batch], self._queue[self.batch :]
-                        await self.follower.feed(rows)
-                        await self._notify()
-                    self.error = None
-                    backoff = 0.2
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Never skip: the checkpoint stays where it was and we retry from it.
-                self.error = exc
-                log.exception("live projection failed; retrying from its checkpoint")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                self._wake.set()
+                async for line in proc.stdout:
+                    word, _, rest = line.decode(errors="replace").strip().partition(" ")
+                    if word == "at" and rest.isdigit():
+                        await self._reached(int(rest))
+                        backoff = 0.2
+                    elif word == "error":
+                        self.error = rest
+                rc = await proc.wait()
+            finally:
+                if proc.returncode is None:  # cancelled: never leave a worker behind
+                    proc.kill()
+                    await proc.wait()
+            self._proc = None
+            if self._stopping:
+                break
+            log.warning("live projection worker ended (exit %s); starting another", rc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
-    async def _woken(self, f: Follower) -> bool:
-        """Wait for commits; while big series' gaps are pending, write them when idle."""
-        if not f.gaps_pending:
-            await self._wake.wait()
-            return True
-        try:
-            await asyncio.wait_for(self._wake.wait(), GAPS_EVERY)
-            return True
-        except TimeoutError:
-            await f.flush_gaps()
-            return False
-
-    async def _notify(self) -> None:
+    async def _reached(self, position: int) -> None:
         async with self._changed:
+            self.position = position
+            self.error = None
             self._changed.notify_all()
+        head = self.core.log.head
+        if position >= self._told and head > position:
+            self._tell(head)
 
     async def wait_for(self, position: int, timeout: float = 10.0) -> None:
         """Wait until the views include ``position`` (tests, read-your-writes tools)."""
@@ -162,12 +152,18 @@ class LiveProjection:
         await asyncio.wait_for(reached(), timeout)
 
     async def stop(self) -> None:
-        # Apply what was committed before the stop, then close.
-        if self._task is not None and self.follower is not None and self.error is None:
+        """Let the worker apply what was committed, then end it."""
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            if proc.stdin is not None:
+                proc.stdin.close()
             try:
-                await asyncio.wait_for(self._drain(), timeout=10)
-            except Exception:
-                log.warning("live projection stopped before the head (resumes at start)")
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+            except TimeoutError:
+                log.warning("live projection worker did not finish; killed (resumes at start)")
+                proc.kill()
+                await proc.wait()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -175,19 +171,3 @@ class LiveProjection:
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
-        if self._on_commit in self.core.listeners:
-            self.core.listeners.remove(self._on_commit)
-        if self.follower is not None:
-            await asyncio.to_thread(self.follower.store.close)
-            self.follower = None
-
-    async def _drain(self) -> None:
-        await self.wait_for(self.core.log.head, timeout=10)
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "views": str(self.path),
-            "position": self.position,
-            "head": self.core.log.head,
-            "error": str(self.error) if self.error else None,
-        }
