@@ -24,6 +24,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import signal
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -129,10 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--views", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    # The engine decides when the worker ends (by closing its stdin): a Ctrl-C
+    # meant for the engine (sent to the whole process group) must not stop it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         asyncio.run(follow(args.log, args.views))
-    except KeyboardInterrupt:
-        return 130
     except Exception as exc:
         msg = " ".join(f"{type(exc).__name__}: {exc}".split())
         sys.stdout.write(f"error {msg}\n")
