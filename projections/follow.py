@@ -33,7 +33,7 @@ Filler = Callable[[int, int], Awaitable[Sequence[Row]]]
 CACHE_DOCS = 2_000
 # Series with more numbers than this get their gaps recomputed at most every
 # GAPS_EVERY seconds rather than on every batch.
-BIG_SERIES = 20_000
+BIG_SERIES = 1_000
 GAPS_EVERY = 0.5
 
 
@@ -113,11 +113,15 @@ class Follower:
         proj = self.projector
         verifier = ChainVerifier(proj.last_hash, proj.position + 1)
         try:
+            events = []
             for pos, body, h in rows:
                 broken = verifier.feed(pos, body, h)
                 if broken is not None:
                     raise ProjectionError(broken.position, f"hash chain broken: {broken.reason}")
-                proj.apply(decode(pos, body), h)
+                events.append((decode(pos, body), h))
+            proj.preload(ev.get("doc_id") for ev, _ in events)
+            for ev, h in events:
+                proj.apply(ev, h)
             now = time.monotonic()
             big = None if force_gaps or now - self._gaps_at >= GAPS_EVERY else BIG_SERIES
             self.store.flush(proj.take_changes(defer_gaps_above=big))

@@ -37,6 +37,7 @@ from projections.store import ViewsError, ViewStore
 log = logging.getLogger("synvoice.projections.worker")
 
 BATCH = 5000  # records per views transaction while catching up
+COALESCE = 0.02  # seconds between views transactions at most (the views' extra lag)
 
 
 def open_views(log_path: Path, views_path: Path) -> ViewStore:
@@ -95,9 +96,16 @@ async def follow(log_path: Path, views_path: Path) -> None:
         sys.stdout.write(f"at {f.position}\n")
         sys.stdout.flush()
 
+    last = float("-inf")  # loop time of the last views transaction
+
     async def catch_up() -> None:
+        nonlocal last
+        # Under a stream of small commits, wait a moment so one views
+        # transaction takes several of them: its fixed cost dominates otherwise.
+        await asyncio.sleep(max(0.0, last + COALESCE - loop.time()))
         while rows := await asyncio.to_thread(reader.read, f.position):
             await f.feed(rows)
+            last = loop.time()
             report()
 
     stdin = asyncio.StreamReader()

@@ -13,7 +13,7 @@ drive this one class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ ConflictRow = tuple[int, str, str, str, str, str]
 Loader = Callable[[str], DocumentView | None]
 # (kind, number) -> ids of the persisted documents holding it (views not in memory)
 Finder = Callable[[str, int], Iterable[str]]
+ManyLoader = Callable[[Collection[str]], dict[str, DocumentView]]
 _KINDS = frozenset(KINDS)
 
 
@@ -161,6 +162,8 @@ class Projector:
         self.highest: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.loader: Loader | None = None  # brings back a view not in ``docs``
         self.finder: Finder | None = None  # holders among the views not in ``docs``
+        self.loader_many: ManyLoader | None = None  # ``loader`` for a whole batch
+        self._absent: set[str] = set()  # ids ``preload`` found nowhere: new documents
         self._reset_pending()
 
     def _reset_pending(self) -> None:
@@ -193,6 +196,7 @@ class Projector:
         numbers: Iterable[tuple[str, int]] = (),
         loader: Loader | None = None,
         finder: Finder | None = None,
+        loader_many: ManyLoader | None = None,
     ) -> Projector:
         """The state as persisted: either every view (``docs``), or only the number
         index (``numbers``: (kind, number) of each document) with a ``loader`` that
@@ -203,6 +207,7 @@ class Projector:
         p.last_hash = last_hash
         p.loader = loader
         p.finder = finder
+        p.loader_many = loader_many
         # Gap lists may have been deferred (see take_changes): recompute them once.
         p._dirty_kinds.update(KINDS)
         if settings:
@@ -223,8 +228,20 @@ class Projector:
     def evict(self, keep: int) -> None:
         """Forget the cached views (after they were persisted) when more than ``keep``;
         only with a loader, which brings them back on demand."""
+        self._absent.clear()  # evicted views are persisted: no longer "nowhere"
         if self.loader is not None and len(self.docs) > keep and not self._dirty_docs:
             self.docs.clear()
+
+    def preload(self, doc_ids: Iterable[Any]) -> None:
+        """Bring back, in one query, the views a batch of events will touch (one
+        ``loader`` call per event was most of a small batch's cost)."""
+        if self.loader_many is None:
+            return
+        want = {d for d in doc_ids if isinstance(d, str) and d not in self.docs}
+        if want:
+            found = self.loader_many(want)
+            self.docs.update(found)
+            self._absent.update(want.difference(found))
 
     # --- folding -------------------------------------------------------------------------
 
@@ -263,7 +280,7 @@ class Projector:
             raise ProjectionError(pos, f"{t} without a valid doc_id and kind")
         v = self.docs.get(doc_id)
         if v is None:
-            if self.loader is not None:
+            if self.loader is not None and doc_id not in self._absent:
                 v = self.loader(doc_id)
             if v is None:
                 v = DocumentView(doc_id, kind)

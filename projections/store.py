@@ -15,7 +15,7 @@ import csv
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -501,6 +501,7 @@ class ViewStore:
                 numbers=numbers,
                 loader=self.load_document,
                 finder=self.holders,
+                loader_many=self.load_documents,
             )
         cur = self.conn.execute(f"SELECT {', '.join(DOC_COLUMNS)}, state FROM documents")
         docs: list[DocumentView] = []
@@ -524,6 +525,20 @@ class ViewStore:
             "ORDER BY d.kind, d.number, d.doc_id"
         ).fetchall()
         return [(str(k), int(n), str(d)) for k, n, d in rows]
+
+    def load_documents(self, doc_ids: Collection[str]) -> dict[str, DocumentView]:
+        """The persisted views among ``doc_ids`` (one query per 500 ids)."""
+        ids = list(doc_ids)
+        out: dict[str, DocumentView] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = (
+                f"SELECT {', '.join(DOC_COLUMNS)}, state FROM documents "
+                f"WHERE doc_id IN ({','.join('?' * len(chunk))})"
+            )
+            for row in self.conn.execute(q, chunk):
+                out[row[0]] = view_from_row(row)
+        return out
 
     def load_document(self, doc_id: str) -> DocumentView | None:
         row = self.conn.execute(

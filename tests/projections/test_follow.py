@@ -116,6 +116,14 @@ async def test_bounded_cache_and_deferred_gaps_end_identical(
         return loader(doc_id)
 
     f.projector.loader = counting
+    many = f.projector.loader_many
+    assert many is not None
+
+    def counting_many(doc_ids):  # type: ignore[no-untyped-def]
+        loads.extend(doc_ids)
+        return many(doc_ids)
+
+    f.projector.loader_many = counting_many
     for row in log.rows:  # one batch per record: evictions and reloads all along
         await f.feed([row])
         assert len(f.projector.docs) <= 2
