@@ -29,6 +29,8 @@ import nats.errors
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
+from devices.catchup import FoldedPage, Prefetch, fold_page
+from devices.gcpause import gc_paused, gc_release
 from devices.numbering import DeviceNumbering, duplicates
 from devices.store import STORE_VERSION, VIEW_SHAPE, DeviceStore, OutboxItem, PageWrite
 from engine import codec, protocol
@@ -37,7 +39,6 @@ from engine.enrollment import Enrollment, parse_token
 from engine.errors import SynvoiceError
 from engine.events import (
     KINDS,
-    REGISTRY,
     Converted,
     Customer,
     CustomerChanged,
@@ -52,9 +53,8 @@ from engine.events import (
     Voided,
     new_event,
     now,
-    parse_event,
 )
-from projections.document import Conflict, DocumentView, apply, fold_wire
+from projections.document import Conflict, DocumentView, apply
 
 log = logging.getLogger("synvoice.device")
 
@@ -63,6 +63,9 @@ LOCK_FILE = "agent.lock"
 PUSH_BATCH = 1000  # events per push request
 PUSH_MAX_BYTES = 3 * 1024 * 1024  # below the engine's 4 MiB request limit
 PULL_LIMIT = 5000
+# A pull of at least this many events, more than the store holds, drops the
+# document index of the events table and makes it again at the end.
+BULK_PULL = 20_000
 # Refusals about one event's content: find the event by splitting the batch
 # and set it aside, so one bad event never blocks the outbox.
 PER_EVENT_CODES = {"schema", "unknown_type", "too_large", "forbidden", "bad_request"}
@@ -583,99 +586,102 @@ class DeviceAgent:
         self._rejected += 1
 
     async def _pull_all(self, client: EngineClient, on_progress: ProgressFn | None) -> int:
+        """Pull pages after the last position until the head. Three stages overlap:
+        the engine reads page k+1 (``Prefetch``), this loop folds page k, and the
+        store writes page k-1. A page's progress is reported once it is stored."""
         start = self._last_position
         pulled = 0
-        while True:
-            page = await self._call(client.pull(after=self._last_position, limit=PULL_LIMIT))
-            head = int(page["head"])
-            self._head = max(self._head, head)
-            events = page["events"]
-            if events:
-                pulled += await self._shielded(self._apply_page(events, head))
+        pages = Prefetch(
+            lambda after: self._call(client.pull_page(after=after, limit=PULL_LIMIT)),
+            self._last_position,
+        )
+        # Views folded but not stored yet (the next page folds on top).
+        unstored: dict[str, DocumentView] = {}
+        folded_to = self._last_position
+        writing: asyncio.Future[int] | None = None
+        head = self._head
+
+        def report() -> None:
             if on_progress is not None:
                 on_progress(self._last_position - start, max(head - start, 0))
-            if not page["more"] or not events:
-                return pulled
 
-    async def _apply_page(self, raws: list[dict[str, Any]], head: int) -> int:
-        last = self._last_position
-        rows: list[tuple[int, str, str, str | None, bytes]] = []
-        folded: list[tuple[str, str | None, dict[str, Any]]] = []  # for the numbering
-        staged: dict[str, DocumentView] = {}
-        conflicts: list[Conflict] = []
-        acked: list[str] = []
-        cleared: list[str] = []
-        numbering = self.numbering.copy()
-        for raw in raws:
-            pos = int(raw["position"])
-            if pos <= last:
-                continue  # already stored (an overlapping page)
-            last = pos
-            body = codec.pack(raw)
-            t = raw.get("type")
-            spec = REGISTRY.get(t) if isinstance(t, str) else None
-            if spec is None or raw.get("schema_version") != spec.schema_version:
-                # The log's events were validated when appended; only an older schema
-                # (to upcast) or a type this device does not know needs a closer look.
-                try:
-                    raw = parse_event(raw, stored=True).to_wire()
-                except SynvoiceError as exc:
-                    log.warning("pulled event at %d not understood: %s", pos, exc)
-                    rows.append((pos, str(raw.get("event_id")), str(t), None, body))
-                    continue
-                t = raw["type"]
-            eid = str(raw["event_id"])
-            doc: str | None = raw.get("doc_id")
-            kind: str | None = raw.get("kind")
-            rows.append((pos, eid, str(t), doc, body))
-            folded.append((str(t), kind, raw["data"]))
-            numbering.observe_wire(str(t), kind, raw["data"])
-            if doc is not None and kind is not None and str(t).startswith("document."):
-                v = staged.get(doc)
-                if v is None:
-                    base = self._synced.get(doc)
-                    v = (
-                        replace(base, writes=dict(base.writes), lines=list(base.lines))
-                        if base is not None
-                        else DocumentView(doc_id=doc, kind=kind)
+        bulk = False  # the document index is dropped until the end (see store.DOC_INDEX)
+        frozen = False
+        try:
+            while (page := await pages.next()) is not None:
+                head = page.head
+                self._head = max(self._head, head)
+                todo = head - folded_to
+                if not bulk and todo >= BULK_PULL and todo > folded_to:
+                    bulk = True
+                    await self._shielded(self.store.drop_doc_index())
+                with gc_paused(keep=True):  # the new views live on (see gcpause)
+                    frozen = True
+                    folded = fold_page(
+                        page.events,
+                        folded_to,
+                        self._synced,
+                        unstored=unstored,
+                        device_id=self.device_id,
+                        outbox_ids=self._outbox_ids,
+                        pending_numbers=self._pending_numbers,
                     )
-                    staged[doc] = v
-                fold_wire(v, raw, conflicts)
-                if t == "document.number_assigned" and doc in self._pending_numbers:
-                    cleared.append(doc)
-            if raw.get("device_id") == self.device_id and eid in self._outbox_ids:
-                acked.append(eid)
-        head = max(head, last)
-        await self.store.write_page(
-            PageWrite(
-                rows,
-                staged,
-                conflicts,
-                acked,
-                cleared,
-                {
-                    "last_position": last,
-                    "head": head,
-                    "numbering": numbering.to_snapshot(),
+                if writing is not None:
+                    pulled += await writing
+                    writing = None
+                    report()
+                if not folded.rows:
+                    continue
+                # The numbering learns the page now, before it is stored: observing
+                # is idempotent, so if the write fails, pulling the page again (from
+                # the stored position, in log order) leaves it as it would be.
+                for t, kind, data in folded.numbering:
+                    self.numbering.observe_wire(t, kind, data)
+                meta: dict[str, Any] = {
+                    "last_position": folded.last,
+                    "head": max(head, folded.last),
                     "view_shape": VIEW_SHAPE,
-                },
-            )
+                }
+                if folded.numbering:
+                    meta["numbering"] = self.numbering.to_snapshot()
+                unstored.update(folded.views)
+                folded_to = folded.last
+                writing = asyncio.ensure_future(self._shielded(self._store_page(folded, meta)))
+            if writing is not None:
+                pulled += await writing
+                writing = None
+            report()
+        finally:
+            if writing is not None:  # a failure while folding: the write still completes
+                await asyncio.gather(writing, return_exceptions=True)
+            await pages.aclose()
+            if frozen:
+                gc_release()
+            if bulk:
+                await self._shielded(self.store.make_doc_index())
+        return pulled
+
+    async def _store_page(self, page: FoldedPage, meta: dict[str, Any]) -> int:
+        """Store a folded page, then make the same change in memory."""
+        await self.store.write_page(
+            PageWrite(page.rows, page.views, page.conflicts, page.acked, page.cleared, meta)
         )
         # Stored: now the same change in memory (no await from here on).
-        self._synced.update(staged)
-        for doc in staged:
-            self._vcache.pop(doc, None)
-        self._conflicts.extend(conflicts)
-        for t, kind, data in folded:  # into the live object: commands may have run meanwhile
-            self.numbering.observe_wire(t, kind, data)
-        for eid in acked:
-            self._drop_outbox_item(self._outbox_ids[eid])
-        for doc in cleared:
+        self._synced.update(page.views)
+        if self._vcache:
+            for doc in page.views:
+                self._vcache.pop(doc, None)
+        self._conflicts.extend(page.conflicts)
+        for eid in page.acked:
+            seq = self._outbox_ids.get(eid)
+            if seq is not None:
+                self._drop_outbox_item(seq)
+        for doc in page.cleared:
             self._pending_numbers.pop(doc, None)
             self._vcache.pop(doc, None)
-        self._last_position = last
-        self._head = max(self._head, head)
-        return len(rows)
+        self._last_position = page.last
+        self._head = max(self._head, meta["head"])
+        return len(page.rows)
 
     # --- outbox -------------------------------------------------------------------------
 

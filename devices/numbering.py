@@ -25,6 +25,19 @@ from engine.events import KINDS, Event
 from engine.numbering import Epoch, distributed_next, epoch_owner, fold_epoch_event
 from projections.document import DocumentView
 
+# The event types ``observe_wire`` folds; every other type leaves the numbering as it
+# is, so a catch-up hands over only these.
+OBSERVED_TYPES = frozenset(
+    {
+        "document.created",
+        "document.number_assigned",
+        "settings.user_mode_set",
+        "settings.user_enrolled",
+        "numbering.epoch_opened",
+        "numbering.epoch_extended",
+    }
+)
+
 
 @dataclass
 class DeviceNumbering:
@@ -63,6 +76,8 @@ class DeviceNumbering:
         self.numbers[kind].add(number)
         if number > self.highest[kind]:
             self.highest[kind] = number
+        if not self._mine:  # nothing cached (a catch-up calls this per pulled number)
+            return
         for (k, user), best in list(self._mine.items()):
             if k == kind and number > best and self._owner(kind, number) == user:
                 self._mine[(k, user)] = number

@@ -23,16 +23,24 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import msgspec
 
+from devices.gcpause import gc_paused
 from engine import codec
 from engine.events import Event, parse_event
 from projections.document import Conflict, DocumentView, FieldWrite
 
-SCHEMA = """
+# Pulled events by document (history). A long catch-up drops it and makes it again
+# at the end: one sort instead of 100k inserts at random places; ``open`` makes it
+# again if a catch-up was cut off.
+DOC_INDEX = "CREATE INDEX IF NOT EXISTS events_doc ON events(doc_id) WHERE doc_id IS NOT NULL"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     device_seq INTEGER PRIMARY KEY,
@@ -48,7 +56,7 @@ CREATE TABLE IF NOT EXISTS events (
     doc_id TEXT,
     body BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_doc ON events(doc_id) WHERE doc_id IS NOT NULL;
+{DOC_INDEX};
 CREATE TABLE IF NOT EXISTS docs (doc_id TEXT PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS conflicts (id INTEGER PRIMARY KEY, doc_id TEXT, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS rejected (
@@ -78,15 +86,20 @@ VIEW_SHAPE = ",".join(_VIEW_FIELDS) + "|" + ",".join(_WRITE_FIELDS)
 _FAST = all(hasattr(object.__new__(c), "__dict__") for c in (DocumentView, FieldWrite))
 
 
+_encode = msgspec.msgpack.Encoder().encode  # msgpack's own output, several times faster
+_decode = msgspec.msgpack.Decoder().decode
+_write_fields = attrgetter(*_WRITE_FIELDS)  # a FieldWrite as an array, in field order
+
+
 def view_to_bytes(v: DocumentView) -> bytes:
     d = dict(v.__dict__) if _FAST else {n: getattr(v, n) for n in _VIEW_FIELDS}
-    d["writes"] = {k: [getattr(w, n) for n in _WRITE_FIELDS] for k, w in v.writes.items()}
-    return codec.pack(d)
+    d["writes"] = {k: _write_fields(w) for k, w in v.writes.items()}
+    return _encode(d)
 
 
 def view_from_bytes(raw: bytes) -> DocumentView:
     """The inverse of ``view_to_bytes`` for a view of the current ``VIEW_SHAPE``."""
-    d = codec.unpack(raw)
+    d = _decode(raw)
     made: dict[tuple[Any, ...], FieldWrite] = {}  # one created event writes 4 fields
     writes = {}
     for k, w in d["writes"].items():
@@ -127,11 +140,14 @@ class Loaded:
     pending_numbers: dict[str, tuple[str, int]]
 
 
+EventRow = tuple[int, str, str, str | None, bytes]  # position, id, type, doc, body
+
+
 @dataclass
 class PageWrite:
     """Everything one pulled page changes, written in one transaction."""
 
-    rows: list[tuple[int, str, str, str | None, bytes]]  # position, id, type, doc, body
+    rows: list[EventRow]
     views: dict[str, DocumentView]
     conflicts: list[Conflict]
     acked_ids: list[str]  # our outbox events that came back
@@ -152,6 +168,9 @@ class DeviceStore:
         # FULL: an event the device accepted is on disk before the call returns.
         await conn.execute("PRAGMA synchronous=FULL")
         await conn.execute("PRAGMA busy_timeout=5000")
+        # A catch-up inserts into the events_doc index at random places: keep its
+        # pages cached (a cap, not an allocation; SQLite's default is 2 MiB).
+        await conn.execute("PRAGMA cache_size=-65536")
         await conn.executescript(SCHEMA)
         return cls(conn, path)
 
@@ -289,10 +308,9 @@ class DeviceStore:
                 "VALUES (?,?,?,?,?)",
                 page.rows,
             )
-            await c.executemany(
-                "INSERT OR REPLACE INTO docs(doc_id, body) VALUES (?, ?)",
-                [(d, view_to_bytes(v)) for d, v in page.views.items()],
-            )
+            with gc_paused():  # thousands of views (see gcpause)
+                docs = [(d, view_to_bytes(v)) for d, v in page.views.items()]
+            await c.executemany("INSERT OR REPLACE INTO docs(doc_id, body) VALUES (?, ?)", docs)
             if page.conflicts:
                 await c.executemany(
                     "INSERT INTO conflicts(doc_id, body) VALUES (?, ?)",
@@ -308,6 +326,14 @@ class DeviceStore:
                     [(d,) for d in page.cleared_numbers],
                 )
             await _put_meta(c, page.meta)
+
+    async def drop_doc_index(self) -> None:
+        async with self.tx() as c:
+            await c.execute("DROP INDEX IF EXISTS events_doc")
+
+    async def make_doc_index(self) -> None:
+        async with self.tx() as c:
+            await c.execute(DOC_INDEX)
 
     async def replace_views(
         self, views: dict[str, DocumentView], conflicts: list[Conflict], meta: dict[str, Any]

@@ -6,8 +6,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import msgspec
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -16,6 +18,28 @@ from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.natsproc import server_list
+
+
+class PulledPage(msgspec.Struct):
+    """A pull reply with each event left as its stored msgpack bytes (``Raw`` views
+    into the reply, no copy): a catch-up stores them as they are and decodes only
+    the fields it needs."""
+
+    head: int
+    more: bool
+    events: list[msgspec.Raw]
+    hashes: list[bytes] | None = None
+
+
+_decode_page = msgspec.msgpack.Decoder(PulledPage).decode
+# Replies as plain objects, like codec.unpack but about twice as fast on big pages.
+_decode_any = msgspec.msgpack.Decoder().decode
+
+
+def _raise_refusal(reply: Any) -> None:
+    if isinstance(reply, dict) and "error" in reply and isinstance(reply["error"], dict):
+        e = reply["error"]
+        raise SynvoiceError(str(e.get("code")), str(e.get("message")), e.get("details"))
 
 
 class EngineClient:
@@ -48,18 +72,19 @@ class EngineClient:
     async def close(self) -> None:
         await self.nc.drain()
 
-    async def request_raw(self, subject: str, body: bytes) -> Any:
+    async def _send(self, subject: str, body: bytes) -> Msg:
         headers = auth.sign(self.device_id, self.secret, subject, body)
         try:
-            msg = await self.nc.request(subject, body, timeout=self.timeout, headers=headers)
+            return await self.nc.request(subject, body, timeout=self.timeout, headers=headers)
         except NoRespondersError:
             raise SynvoiceError("unavailable", "no engine is answering on the broker") from None
         except NatsTimeout:
             raise SynvoiceError("unavailable", f"engine did not answer {subject} in time") from None
+
+    async def request_raw(self, subject: str, body: bytes) -> Any:
+        msg = await self._send(subject, body)
         reply = codec.unpack(msg.data) if msg.data else {}
-        if isinstance(reply, dict) and "error" in reply and isinstance(reply["error"], dict):
-            e = reply["error"]
-            raise SynvoiceError(str(e.get("code")), str(e.get("message")), e.get("details"))
+        _raise_refusal(reply)
         return reply
 
     async def request(self, subject: str, payload: dict[str, Any]) -> Any:
@@ -71,10 +96,31 @@ class EngineClient:
         return reply
 
     async def pull(self, after: int, limit: int = 5000, hashes: bool = False) -> dict[str, Any]:
-        reply: dict[str, Any] = await self.request(
-            protocol.PULL, {"after": after, "limit": limit, "hashes": hashes}
-        )
+        """A page of the log after ``after``, events decoded into plain maps."""
+        body = codec.pack({"after": after, "limit": limit, "hashes": hashes})
+        msg = await self._send(protocol.PULL, body)
+        try:
+            reply = _decode_any(msg.data)
+        except msgspec.DecodeError as exc:
+            raise SynvoiceError("internal", f"malformed pull reply: {exc}") from None
+        _raise_refusal(reply)
+        if not isinstance(reply, dict) or not isinstance(reply.get("events"), list):
+            raise SynvoiceError("internal", "malformed pull reply: no list of events")
         return reply
+
+    async def pull_page(self, after: int, limit: int = 5000, hashes: bool = False) -> PulledPage:
+        """The same page with its events left as their stored bytes (see ``PulledPage``)."""
+        body = codec.pack({"after": after, "limit": limit, "hashes": hashes})
+        msg = await self._send(protocol.PULL, body)
+        try:
+            return _decode_page(msg.data)
+        except msgspec.DecodeError as exc:  # also a ValidationError
+            try:  # a refusal is a map too, only not a page
+                reply = _decode_any(msg.data)
+            except msgspec.DecodeError:
+                reply = None
+            _raise_refusal(reply)
+            raise SynvoiceError("internal", f"malformed pull reply: {exc}") from None
 
     async def next_numbers(
         self, items: Iterable[tuple[str, uuid.UUID]], fresh: bool = False

@@ -19,6 +19,7 @@ from engine.bench.report import BenchResult, Figure, Goal
 from engine.bench.stack import Stack
 from engine.bench.stats import rate
 from engine.bench.workload import pull_range
+from engine.client import EngineClient
 
 log = logging.getLogger("synvoice.bench")
 
@@ -30,8 +31,12 @@ async def _maybe(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-async def agent_sync(home: Path, token: str) -> tuple[str, int | None, float, dict[str, float]]:
+async def agent_sync(
+    home: Path, token: str, profile_out: Path | None = None
+) -> tuple[str, int | None, float, dict[str, float]]:
     """Time ``DeviceAgent`` init/connect (untimed) then sync (timed), if it exists.
+    With ``profile_out``: the sync runs under pyinstrument (its event-loop thread;
+    the store's SQLite thread shows as waits) and the report is written there.
 
     Returns (status, events pulled as the agent reports them, seconds, CPU share)."""
     try:
@@ -46,8 +51,15 @@ async def agent_sync(home: Path, token: str) -> tuple[str, int | None, float, di
     try:
         agent = await _maybe(DeviceAgent.init(home, token))
         await _maybe(agent.connect())
+        profiler = _profiler() if profile_out is not None else None
         with CpuWindow({"bench client (agent)": os.getpid()}) as cpu:
+            if profiler is not None:
+                profiler.start()
             result = await _maybe(agent.sync())
+            if profiler is not None:
+                profiler.stop()
+        if profiler is not None and profile_out is not None:
+            _write_profile(profiler, profile_out)
         pulled = getattr(result, "pulled", None)
         return "ok", pulled if isinstance(pulled, int) else None, cpu.wall, cpu.summary()
     except Exception as exc:  # the agent's failure is reported, the other figures kept
@@ -62,6 +74,38 @@ async def agent_sync(home: Path, token: str) -> tuple[str, int | None, float, di
                 except Exception:
                     log.exception("DeviceAgent close failed")
                 break
+
+
+def _profiler() -> Any:
+    from pyinstrument import Profiler
+
+    return Profiler(interval=0.0005, async_mode="enabled")
+
+
+def _write_profile(profiler: Any, out: Path) -> None:
+    """A flat view (own time per function) and the call tree (awaits shown as such)."""
+    flat = profiler.output_text(unicode=False, color=False, flat=True)
+    tree = profiler.output_text(unicode=False, color=False)
+    out.write_text(
+        "# DeviceAgent.sync, event-loop thread, own time per function (pyinstrument)\n"
+        + flat
+        + "\n# Call tree\n"
+        + tree
+    )
+
+
+async def pull_raw_range(client: EngineClient) -> int:
+    """Page through the log like ``pull_range``, event bodies left undecoded: what
+    the engine and the broker deliver, the bound for any decoding client."""
+    from devices.catchup import last_position
+
+    got = after = 0
+    while True:
+        page = await client.pull_page(after)
+        got += len(page.events)
+        after = last_position(page, after)
+        if not page.more or not page.events:
+            return got
 
 
 async def run(ctx: Context) -> BenchResult:
@@ -83,10 +127,20 @@ async def run(ctx: Context) -> BenchResult:
         t0 = time.perf_counter()
         got = await pull_range(puller, 0, 1 << 62)
         pull = rate(got, time.perf_counter() - t0)
+        ctx.note("catchup: EngineClient.pull_page paging, bodies not decoded")
+        t0 = time.perf_counter()
+        got_raw = await pull_raw_range(puller.client)
+        pull_raw = rate(got_raw, time.perf_counter() - t0)
         head = (await st.status())["head"]
         fresh = await st.enroll("reader", "agent", connect=False)
         ctx.note("catchup: DeviceAgent.sync")
         status, pulled, seconds, cpu = await agent_sync(root / "device-home", fresh.token)
+        if ctx.profile and status == "ok":
+            ctx.note("catchup: DeviceAgent.sync again, under pyinstrument")
+            again = await st.enroll("reader", "agent (profiled)", connect=False)
+            out = ctx.profile_path(NAME)
+            await agent_sync(root / "device-home-profile", again.token, out)
+            res.info["profile"] = str(out)
     fig = Figure(
         "catchup.events_per_s",
         f"DeviceAgent.sync of {head:,} events (fresh device)",
@@ -111,6 +165,13 @@ async def run(ctx: Context) -> BenchResult:
             ceiling="catchup.ceil.jetstream",
         ),
         Figure(
+            "catchup.ceil.pull_raw",
+            "EngineClient.pull_page paging, bodies not decoded",
+            pull_raw,
+            "ev/s",
+            raw=True,
+        ),
+        Figure(
             "catchup.ceil.jetstream",
             "raw JetStream ordered push consumer replay",
             js,
@@ -118,5 +179,5 @@ async def run(ctx: Context) -> BenchResult:
             raw=True,
         ),
     )
-    res.info.update(events=gen.head, pulled=got)
+    res.info.update(events=gen.head, pulled=got, pulled_raw=got_raw)
     return res

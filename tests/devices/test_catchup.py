@@ -22,6 +22,12 @@ class Interrupted(Exception):
     pass
 
 
+async def _has_doc_index(agent: DeviceAgent) -> bool:
+    q = "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_doc'"
+    async with agent.store.conn.execute(q) as cur:
+        return (await cur.fetchone()) == (1,)
+
+
 @pytest.mark.slow
 async def test_offline_device_catches_up_100k_events_and_resumes(
     bare_engine: tuple[EngineHarness, Agents],
@@ -80,6 +86,9 @@ async def test_offline_device_catches_up_100k_events_and_resumes(
     assert start + 30_000 <= stopped_at < head
     assert seen[0] > 0 and seen == sorted(seen)
 
+    # The long catch-up dropped the document index; it is back once the sync ended.
+    assert await _has_doc_index(late)
+
     # The device is closed and opened again: the position was stored with the pages.
     again = await agents.reopen(late, background=False)
     assert again.last_position == stopped_at
@@ -91,6 +100,8 @@ async def test_offline_device_catches_up_100k_events_and_resumes(
     assert r.pulled == head - stopped_at  # from where it stopped, not from zero
     assert again.last_position == head
     assert len(again.documents()) == N
+    assert await _has_doc_index(again)
+    assert len(await again.history(again.documents()[0].doc_id)) == 1
     print(
         f"\n100k events: produced in {produced:.1f}s; resumed catch-up of "
         f"{r.pulled} events in {caught_up:.1f}s ({r.pulled / caught_up:,.0f} events/s)"
