@@ -84,6 +84,7 @@ class _Batch:
         self.side: list[SideWrite] = []
         self.reserved: dict[bytes, int] = {}
         self.pending_bytes = 0  # estimated stored size of the pushed events planned
+        self.engine_events = False  # settings/numbering events planned (see pull)
 
     def add(self, ev: Event, eid: bytes | None = None) -> int:
         """Plan ``ev`` (``eid``: its id's bytes, if the caller has them already)."""
@@ -93,6 +94,8 @@ class _Batch:
             eid = ev.event_id.bytes
         self.ids.append(eid)
         self.index[eid] = idx
+        if ev.device_id == ENGINE_DEVICE:
+            self.engine_events = True
         self.state.apply(ev)
         return idx
 
@@ -119,6 +122,9 @@ class EngineCore:
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self.listeners: list[CommitListener] = []
+        # Done when the commit in flight with engine events (already applied to
+        # ``state``) is durable; None when there is none.
+        self._settling: asyncio.Future[None] | None = None
         self.started_at = time.time()
         self.published = 0  # set by the publisher
         self.trusted_keys = license.trusted_keys(config.vendor_public_key)
@@ -411,6 +417,11 @@ class EngineCore:
         with_hashes = bool(req.get("hashes", False))
         if self._epochs_stale():
             await self._submit(self._plan_open_epochs, 1)
+        elif self._settling is not None:
+            # Engine events (e.g. the epochs another pull opened) are applied to
+            # the state when planned: wait for their commit rather than read a
+            # log without them.
+            await asyncio.shield(self._settling)
         records = await self.log.read(after, limit, self.config.pull_max_bytes)
         head = self.log.head
         last = records[-1].position if records else after
@@ -847,7 +858,16 @@ class EngineCore:
             if sealed or batch.side
             else []
         )
-        await self.log.append(sealed, side, batch.ids)
+        settling: asyncio.Future[None] | None = None
+        if batch.engine_events:
+            settling = self._settling = asyncio.get_running_loop().create_future()
+        try:
+            await self.log.append(sealed, side, batch.ids)
+        finally:
+            if settling is not None:
+                settling.set_result(None)
+                if self._settling is settling:
+                    self._settling = None
         for job, resolve in resolvers:
             if not job.future.done():
                 job.future.set_result(resolve(base))

@@ -216,3 +216,21 @@ async def test_distributed_epochs_open_when_devices_pull(engine: EngineHarness) 
     st = await devs[1].client.status()
     first, second = st["epochs"]["invoice"]
     assert second["start"] == first["end"] + 1 and second["increment"] == 4
+
+
+async def test_concurrent_first_pulls_all_see_the_epochs(engine: EngineHarness) -> None:
+    """The epochs are opened (and applied to the engine's state) by the first pull's
+    commit: pulls arriving while it commits must wait for it, not read a log
+    without them (a device would then be in distributed mode with no epoch)."""
+    admin = await engine.admin()
+    await admin.set_mode("distributed")
+    devs = [await engine.device(u) for u in ("ann", "bob", "cy") for _ in range(4)]
+    for round_ in range(5):
+        pulls = []
+        for d in devs:  # spread over the first pull's commit
+            pulls.append(asyncio.create_task(d.client.pull(after=0)))
+            await asyncio.sleep(0.0005)
+        for page in await asyncio.gather(*pulls):
+            types = [e["type"] for e in page["events"]]
+            assert types.count("numbering.epoch_opened") == 3 * (round_ + 1)
+        await engine.device(f"user{round_}")  # a new user: the next pulls open new epochs
