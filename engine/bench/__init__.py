@@ -52,8 +52,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="also run append and numbers with the engine under pyinstrument "
-        "(reports saved beside the JSON; figures come from the unprofiled run)",
+        help="also run append and numbers with the engine, and catchup with the "
+        "device agent, under pyinstrument (reports saved beside the JSON; figures "
+        "come from the unprofiled run)",
     )
     p.set_defaults(handler=_cmd_bench)
 

@@ -59,27 +59,37 @@ async def sqlite_inserts(
 
 
 async def request_reply(
-    url: str, in_flight: int, requests: int, payload: bytes = b"x" * 200
+    url: str,
+    in_flight: int,
+    requests: int,
+    payload: bytes = b"x" * 200,
+    own_connections: bool = False,
 ) -> float:
-    """Requests/s: nats-py request/reply to a trivial responder in another process."""
+    """Requests/s: nats-py request/reply to a trivial responder in another process.
+
+    ``own_connections``: each of the ``in_flight`` requesters on a connection of
+    its own, as devices are (every request then costs its own socket writes and
+    reads, which a single shared connection batches)."""
     subject = "bench.echo"
     async with Responder(url, subject):
-        nc = await nats.connect(url)
+        conns = [await nats.connect(url) for _ in range(in_flight if own_connections else 1)]
         try:
-            await nc.request(subject, payload, timeout=10)  # warm up the mux inbox
+            for nc in conns:
+                await nc.request(subject, payload, timeout=10)  # warm up the mux inbox
             left = requests
 
-            async def worker() -> None:
+            async def worker(nc: Client) -> None:
                 nonlocal left
                 while left > 0:
                     left -= 1
                     await nc.request(subject, payload, timeout=30)
 
             t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(in_flight)))
+            await asyncio.gather(*(worker(conns[i % len(conns)]) for i in range(in_flight)))
             return rate(requests, time.perf_counter() - t0)
         finally:
-            await nc.drain()
+            for nc in conns:
+                await nc.drain()
 
 
 async def kv_counter(url: str, writers: int, increments: int, timeout: float = 60.0) -> float:
