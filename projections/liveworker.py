@@ -37,7 +37,7 @@ from projections.store import ViewsError, ViewStore
 log = logging.getLogger("synvoice.projections.worker")
 
 BATCH = 5000  # records per views transaction while catching up
-COALESCE = 0.02  # seconds between views transactions at most (the views' extra lag)
+COALESCE = 0.1  # seconds between views transactions at most (the views' extra lag)
 
 
 def open_views(log_path: Path, views_path: Path) -> ViewStore:
