@@ -99,3 +99,30 @@ class Log:
 
 def engine_event(type_: str, payload: BaseModel) -> Event:
     return new_event(type_, payload, device_id="engine", user="engine", device_seq=0)
+
+
+def distributed_log(end: int) -> Log:
+    """A log in distributed mode: alice (slot 1) and bob (slot 2) share one
+    invoice epoch 1..``end`` (alice numbers 1, 3, 5…, bob 2, 4, 6…)."""
+    from engine.events import EpochOpened, UserEnrolled, UserModeSet
+
+    log = Log()
+    log.append(
+        [
+            engine_event("settings.user_mode_set", UserModeSet(mode="distributed")),
+            engine_event("settings.user_enrolled", UserEnrolled(user="alice", slot=1)),
+            engine_event("settings.user_enrolled", UserEnrolled(user="bob", slot=2)),
+            engine_event(
+                "numbering.epoch_opened",
+                EpochOpened(
+                    kind="invoice",
+                    epoch=1,
+                    start=1,
+                    increment=2,
+                    slots={"alice": 1, "bob": 2},
+                    end=end,
+                ),
+            ),
+        ]
+    )
+    return log

@@ -15,11 +15,9 @@ import pytest
 from engine.events import (
     Customer,
     CustomerChanged,
-    EpochOpened,
     Issued,
     Line,
     LinesChanged,
-    UserEnrolled,
     UserModeSet,
     Voided,
 )
@@ -29,7 +27,7 @@ from projections.follow import Follower
 from projections.model import ProjectionError, Projector, decode
 from projections.rebuild import Builder, build_from_log, parse_until
 from projections.store import ViewStore
-from tests.projections.helpers import Dev, Log, engine_event
+from tests.projections.helpers import Dev, Log, distributed_log, engine_event
 
 
 def busy_log(seed: int = 3, docs: int = 40) -> Log:
@@ -175,25 +173,7 @@ def test_partitioned_rebuild_stops_at_a_changed_byte(busy_file: Path, tmp_path: 
 async def test_leaving_distributed_mode_rebuilds_alike_in_one_or_two_processes(
     tmp_path: Path,
 ) -> None:
-    log = Log()
-    log.append(
-        [
-            engine_event("settings.user_mode_set", UserModeSet(mode="distributed")),
-            engine_event("settings.user_enrolled", UserEnrolled(user="alice", slot=1)),
-            engine_event("settings.user_enrolled", UserEnrolled(user="bob", slot=2)),
-            engine_event(
-                "numbering.epoch_opened",
-                EpochOpened(
-                    kind="invoice",
-                    epoch=1,
-                    start=1,
-                    increment=2,
-                    slots={"alice": 1, "bob": 2},
-                    end=99,
-                ),
-            ),
-        ]
-    )
+    log = distributed_log(end=99)
     alice, bob = Dev("dev-a", "alice"), Dev("dev-b", "bob")
     log.append([alice.create(number=n) for n in (1, 3, 9)] + [bob.create(number=n) for n in (2, 8)])
     log.append([engine_event("settings.user_mode_set", UserModeSet(mode="centralized"))])

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from engine.events import (
     CustomerChanged,
-    EpochOpened,
     Issued,
     Line,
     LinesChanged,
@@ -22,7 +21,7 @@ from engine.events import (
 from projections.document import DocumentView, apply, wire_totals
 from projections.model import ProjectionError, Projector, decode
 from projections.numbers import SHARED
-from tests.projections.helpers import Dev, Log, engine_event
+from tests.projections.helpers import Dev, Log, distributed_log, engine_event
 
 
 def project(log: Log, upto: int | None = None) -> Projector:
@@ -144,25 +143,7 @@ def test_history_has_one_row_per_document_event_with_a_summary() -> None:
 
 
 def test_distributed_mode_gaps_are_per_user_slot() -> None:
-    log = Log()
-    log.append(
-        [
-            engine_event("settings.user_mode_set", UserModeSet(mode="distributed")),
-            engine_event("settings.user_enrolled", UserEnrolled(user="alice", slot=1)),
-            engine_event("settings.user_enrolled", UserEnrolled(user="bob", slot=2)),
-            engine_event(
-                "numbering.epoch_opened",
-                EpochOpened(
-                    kind="invoice",
-                    epoch=1,
-                    start=1,
-                    increment=2,
-                    slots={"alice": 1, "bob": 2},
-                    end=200,
-                ),
-            ),
-        ]
-    )
+    log = distributed_log(end=200)
     alice, bob = Dev("dev-a", "alice"), Dev("dev-b", "bob")
     log.append([alice.create(number=n) for n in (1, 3, 7)] + [bob.create(number=2)])
     [gap] = project(log).gaps("invoice")
@@ -170,23 +151,7 @@ def test_distributed_mode_gaps_are_per_user_slot() -> None:
 
 
 def test_leaving_distributed_mode_caps_the_epochs() -> None:
-    log = Log()
-    log.append(
-        [
-            engine_event("settings.user_mode_set", UserModeSet(mode="distributed")),
-            engine_event(
-                "numbering.epoch_opened",
-                EpochOpened(
-                    kind="invoice",
-                    epoch=1,
-                    start=1,
-                    increment=2,
-                    slots={"alice": 1, "bob": 2},
-                    end=200,
-                ),
-            ),
-        ]
-    )
+    log = distributed_log(end=200)
     alice = Dev("dev-a", "alice")
     log.append([alice.create(number=1)])
     log.append(
