@@ -99,9 +99,9 @@ class LiveProjection:
             "-m",
             "projections.liveworker",
             "--log",
-            str(self.core.config.log_path),
+            str(self.core.config.log_path.resolve()),
             "--views",
-            str(self.path),
+            str(self.path.resolve()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
