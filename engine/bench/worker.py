@@ -143,6 +143,9 @@ def _count_in(result: Any) -> int | None:
 
 
 def _summary(result: Any) -> Any:
+    as_dict = getattr(result, "as_dict", None)
+    if callable(as_dict):  # e.g. RebuildResult: workers, their peak memory, digest
+        result = as_dict()
     try:
         json.dumps(result)
         return result
