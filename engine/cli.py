@@ -232,6 +232,18 @@ async def _cmd_status(args: argparse.Namespace) -> int:
     t.add_row("counters", ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
     for key, value in _edition_rows(st):
         t.add_row(key, value)
+    views = st.get("views")
+    if views:  # the live views worker (projections.live)
+        state = f"at {views['position']}" + (
+            f", {views['behind']} behind" if views["behind"] else ", up to date"
+        )
+        if views.get("worker_pid") is None:
+            state += ", worker not running"
+        if views.get("restarts"):
+            state += f", restarted {views['restarts']}x"
+        if views.get("error"):
+            state += f", last error: {views['error']}"
+        t.add_row("live views", state)
     Console().print(t)
     return 0
 

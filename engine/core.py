@@ -125,6 +125,8 @@ class EngineCore:
         # Done when the commit in flight with engine events (already applied to
         # ``state``) is durable; None when there is none.
         self._settling: asyncio.Future[None] | None = None
+        # Plugins' parts of the status reply (e.g. the live views worker), by key.
+        self.status_parts: dict[str, Callable[[], dict[str, Any]]] = {}
         self.started_at = time.time()
         self.published = 0  # set by the publisher
         self.trusted_keys = license.trusted_keys(config.vendor_public_key)
@@ -786,6 +788,7 @@ class EngineCore:
                 "auth": bool(self.broker_info.get("auth")),
                 "tls": bool(self.broker_info.get("tls_ca")),
             },
+            **{key: part() for key, part in self.status_parts.items()},
         }
 
     def _usage(self) -> dict[str, int]:

@@ -25,6 +25,7 @@ import sys
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from engine.core import EngineCore
 from engine.events import Event
@@ -75,7 +76,19 @@ class LiveProjection:
         self._stopping = False
         self._changed = asyncio.Condition()
 
+    def status(self) -> dict[str, Any]:
+        """The ``views`` part of the engine's status reply."""
+        proc = self._proc
+        return {
+            "position": self.position,
+            "behind": max(0, self.core.log.head - self.position),
+            "worker_pid": self.pid if proc is not None and proc.returncode is None else None,
+            "restarts": max(0, self.starts - 1),
+            "error": self.error,
+        }
+
     async def start(self) -> None:
+        self.core.status_parts["views"] = self.status
         self.core.listeners.append(self._on_commit)
         self._task = asyncio.create_task(self._supervise(), name="synvoice-live-projection")
 

@@ -38,6 +38,14 @@ async def test_a_killed_worker_is_restarted_and_the_views_match_a_rebuild(
     await wait_for(lambda: live.starts == 2)
     await live.wait_for(engine.core.log.head)
     assert live.pid != first
+    views = (await (await engine.admin()).status())["views"]
+    assert views == {
+        "position": engine.core.log.head,
+        "behind": 0,
+        "worker_pid": live.pid,
+        "restarts": 1,
+        "error": None,
+    }
     built = rebuild(engine.core.config.log_path, tmp_path / "rebuilt.sqlite")
     views = ViewStore.open_readonly(live.path)
     try:
