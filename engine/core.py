@@ -353,9 +353,7 @@ class EngineCore:
                     dup = not new or ref in seen
                     if new:
                         seen.add(ref)
-                    results.append(
-                        {"event_id": str(ev.event_id), "position": pos, "duplicate": dup}
-                    )
+                    results.append({"event_id": ev.id_text, "position": pos, "duplicate": dup})
                 return {"results": results, "head": self.log.head}
 
             return resolve

@@ -283,6 +283,19 @@ class Event(_Model):
     committed_at: AwareDatetime | None = None
 
     _payload: BaseModel | None = PrivateAttr(default=None)
+    _id_text: str | None = PrivateAttr(default=None)  # str(event_id), made once
+
+    @property
+    def id_text(self) -> str:
+        """``str(event_id)``, computed once: the engine needs it three times per event
+        (the stored map, the JetStream message id, the push reply)."""
+        priv = self.__pydantic_private__
+        if priv is None:
+            return str(self.event_id)
+        text = priv.get("_id_text")
+        if text is None:
+            text = priv["_id_text"] = str(self.event_id)
+        return text
 
     def payload(self, model: builtins.type[P]) -> P:
         """The typed payload (validated once, then cached)."""
@@ -300,7 +313,7 @@ class Event(_Model):
     def to_wire(self) -> dict[str, Any]:
         """The msgpack-ready map (also the canonical form stored in the log)."""
         out: dict[str, Any] = {
-            "event_id": str(self.event_id),
+            "event_id": self.id_text,
             "type": self.type,
             "schema_version": self.schema_version,
             "doc_id": str(self.doc_id) if self.doc_id is not None else None,
@@ -427,7 +440,7 @@ def construct_event(
     )
     _set(ev, "__pydantic_fields_set__", set(_EVENT_FIELDS))
     _set(ev, "__pydantic_extra__", None)
-    _set(ev, "__pydantic_private__", {"_payload": payload})
+    _set(ev, "__pydantic_private__", {"_payload": payload, "_id_text": None})
     return ev
 
 

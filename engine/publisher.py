@@ -104,7 +104,7 @@ class Publisher:
                     r.position,
                     protocol.log_subject(ev.kind, ev.type),
                     r.body,
-                    str(ev.event_id),
+                    ev.id_text,
                     r.hash.hex(),
                 )
                 for ev, r in sealed
@@ -224,7 +224,7 @@ _HDR = (
 ).encode()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per published event, frozen __init__ is slow
 class _Outgoing:
     position: int
     subject: str
