@@ -93,16 +93,12 @@ def _select_in(conn: sqlite3.Connection, select: str, keys: Sequence[bytes]) -> 
     return found
 
 
-async def _connect(
-    path: Path, *, readonly: bool = False, sync: SyncMode = "full"
-) -> aiosqlite.Connection:
+async def _connect(path: Path, *, readonly: bool = False) -> aiosqlite.Connection:
+    """A reading connection (WAL mode and durability are the writer's, see _open_writer)."""
     if readonly:
         conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True)
     else:
         conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk (WAL fsynced) before we acknowledge it.
-        await conn.execute(f"PRAGMA synchronous={sync.upper()}")
     await conn.execute("PRAGMA busy_timeout=10000")
     return conn
 
@@ -162,15 +158,6 @@ class EventLog:
         self._thread.shutdown()
 
     # --- writing --------------------------------------------------------------------
-
-    async def lookup(self, event_ids: Sequence[bytes]) -> dict[bytes, int]:
-        """Positions of the event ids already stored."""
-        found, _ = await self.prefetch(event_ids, ())
-        return found
-
-    async def reservations(self, doc_ids: Sequence[bytes]) -> dict[bytes, int]:
-        _, found = await self.prefetch((), doc_ids)
-        return found
 
     async def prefetch(
         self, event_ids: Sequence[bytes], doc_ids: Sequence[bytes]
