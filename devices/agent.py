@@ -34,7 +34,7 @@ from devices.gcpause import gc_paused, gc_release
 from devices.numbering import DeviceNumbering, duplicates
 from devices.store import STORE_VERSION, VIEW_SHAPE, DeviceStore, OutboxItem, PageWrite
 from engine import codec, protocol
-from engine.client import EngineClient
+from engine.client import EngineClient, PulledPage
 from engine.enrollment import Enrollment, parse_token
 from engine.errors import SynvoiceError
 from engine.events import (
@@ -480,6 +480,11 @@ class DeviceAgent:
     async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a store write and the matching in-memory update to completion even if
         the caller is cancelled, so memory and disk never disagree."""
+        return await asyncio.shield(self._critical_task(coro))
+
+    def _critical_task(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """``coro`` started now as a task nobody cancels (``close`` waits for it):
+        scheduled at once, so it runs even if whoever asked is cancelled first."""
         task = asyncio.ensure_future(coro)
         self._critical.add(task)
 
@@ -489,7 +494,7 @@ class DeviceAgent:
                 t.exception()  # retrieved: the caller may be gone
 
         task.add_done_callback(done)
-        return await asyncio.shield(task)
+        return task
 
     # --- sync ---------------------------------------------------------------------------
 
@@ -591,10 +596,13 @@ class DeviceAgent:
         store writes page k-1. A page's progress is reported once it is stored."""
         start = self._last_position
         pulled = 0
-        pages = Prefetch(
-            lambda after: self._call(client.pull_page(after=after, limit=PULL_LIMIT)),
-            self._last_position,
-        )
+
+        async def fetch(after: int) -> PulledPage:
+            # The request is made only when the prefetch task runs: one cancelled
+            # before it starts leaves no un-awaited coroutine behind.
+            return await self._call(client.pull_page(after=after, limit=PULL_LIMIT))
+
+        pages = Prefetch(fetch, self._last_position)
         # Views folded but not stored yet (the next page folds on top).
         unstored: dict[str, DocumentView] = {}
         folded_to = self._last_position
@@ -646,7 +654,9 @@ class DeviceAgent:
                     meta["numbering"] = self.numbering.to_snapshot()
                 unstored.update(folded.views)
                 folded_to = folded.last
-                writing = asyncio.ensure_future(self._shielded(self._store_page(folded, meta)))
+                # Started now (not when this loop next waits): a cancelled sync
+                # still completes the write it handed over.
+                writing = asyncio.shield(self._critical_task(self._store_page(folded, meta)))
             if writing is not None:
                 pulled += await writing
                 writing = None
