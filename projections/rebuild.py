@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
-import queue
 import sqlite3
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -155,44 +153,14 @@ class Builder:
             f"CREATE TABLE {self.doc_digest_table} "
             "(doc_id TEXT PRIMARY KEY, packed BLOB NOT NULL) WITHOUT ROWID"
         )
+        # Spills are written inline: a writer thread was tried and was slower (sqlite3
+        # binds parameters holding the GIL, so the two threads mostly took turns, at
+        # ~50% more CPU).
         store.conn.execute("BEGIN")
-        # Spills are written by a second thread: sqlite3 releases the GIL while it
-        # steps, so inserting one chunk overlaps with folding the next.
-        self._writes: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=2)
-        self._failure: BaseException | None = None
-        self._writer = threading.Thread(target=self._write_loop, name="views-writer", daemon=True)
-        self._writer.start()
-
-    def _write_loop(self) -> None:
-        while (item := self._writes.get()) is not None:
-            if self._failure is None:
-                try:
-                    item()
-                except BaseException as exc:  # re-raised in the feeding thread
-                    self._failure = exc
-            self._writes.task_done()
-        self._writes.task_done()
-
-    def _drain(self) -> None:
-        """Wait until the writer has written everything queued (then the connection
-        is free for this thread)."""
-        self._writes.join()
-        if self._failure is not None:
-            raise self._failure
-
-    def _stop_writer(self) -> None:
-        if self._writer.is_alive():
-            self._writes.put(None)
-            self._writer.join()
-        if self._failure is not None:
-            raise self._failure
 
     def abort(self) -> None:
-        """Stop the writer thread after a failure (the file is discarded)."""
-        try:
-            self._stop_writer()
-        except BaseException:
-            pass
+        """Nothing to stop after a failure (the file is discarded): kept so callers
+        need not know how spills are written."""
 
     @property
     def broken(self) -> ChainBreak | None:
@@ -201,13 +169,11 @@ class Builder:
     def _reload(self, doc_id: str) -> DocumentView | None:
         if hash(doc_id) not in self._written:
             return None
-        self._drain()
         v = self.store.load_document(doc_id)
         self.reloaded += v is not None
         return v
 
     def _persisted_holders(self, kind: str, number: int) -> list[str]:
-        self._drain()
         return self.store.holders(kind, number)
 
     def feed(self, rows: Sequence[Row]) -> bool:
@@ -272,21 +238,13 @@ class Builder:
         ch.docs = docs
         doc_rows = [doc_row(v) for v in docs]
         packed = [(r[0], encode_digest_row(r[:-1])) for r in doc_rows]
-        if self._failure is not None:
-            raise self._failure
-        store = self.store
+        self.store.write(ch, doc_rows)
         sql = f"INSERT OR REPLACE INTO {self.doc_digest_table} VALUES (?, ?)"
-
-        def write() -> None:
-            store.write(ch, doc_rows)
-            store.conn.executemany(sql, packed)
-
-        self._writes.put(write)
+        self.store.conn.executemany(sql, packed)
 
     def _write_rest(self) -> None:
         proj = self.projector
         self._write(proj.take_appends(), list(proj.docs.values()))
-        self._stop_writer()
         self.store.conn.execute("COMMIT")
 
     def finish(self) -> str:
