@@ -223,3 +223,17 @@ def test_gc_pause_restores_the_collector_and_release_unfreezes() -> None:
     assert gc.get_freeze_count() >= len(kept)
     gc_release()
     assert gc.get_freeze_count() == 0
+
+
+def test_gc_pause_leaves_what_someone_else_froze_frozen() -> None:
+    host = [{"b": [i]} for i in range(100)]
+    gc.freeze()  # e.g. a server embedding the agent froze its start-up heap
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen >= len(host)
+        with gc_paused(keep=True):
+            _ = [{"a": [i]} for i in range(100)]
+        gc_release()
+        assert gc.get_freeze_count() >= frozen  # still frozen: not ours to release
+    finally:
+        gc.unfreeze()
