@@ -68,6 +68,15 @@ class Epoch:
     increment: int
     slots: dict[str, int]
     end: int
+    # Set only by the projections, when the user mode left distributed while this
+    # epoch was open (see ``projections.numbers``); engine and device snapshots
+    # never store it.
+    cap: int | None = None
+
+    @property
+    def last(self) -> int:
+        """The last number this epoch governs."""
+        return self.end if self.cap is None else min(self.end, self.cap)
 
     def numbers_for(self, user: str) -> range:
         slot = self.slots.get(user)
@@ -140,7 +149,7 @@ def fold_epoch_event(
 ) -> str | None:
     """Apply a ``numbering.epoch_opened`` / ``epoch_extended`` payload (wire form)
     to per-kind epoch lists; returns the kind it touched, else None. The engine's
-    state and the device agent fold epochs with this one function."""
+    state, the device agent and the projections fold epochs with this one function."""
     if event_type == "numbering.epoch_opened":
         kind = str(data["kind"])
         eps = epochs.setdefault(kind, [])

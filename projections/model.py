@@ -13,15 +13,16 @@ drive this one class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import SynvoiceError
 from engine.events import KINDS, REGISTRY, parse_event
 from engine.hashchain import GENESIS
+from engine.numbering import Epoch, fold_epoch_event
 from projections.document import Conflict, DocumentView, fold_wire
-from projections.numbers import EpochSpan, Gap, find_gaps
+from projections.numbers import Gap, find_gaps
 from projections.numindex import NumberIndex
 
 try:  # msgspec decodes msgpack about twice as fast; the output is the same plain objects.
@@ -148,6 +149,17 @@ def summarize(t: str, d: Mapping[str, Any], kind: str, old_number: int, status: 
     return t
 
 
+def _epoch_row(ep: Epoch) -> list[Any]:
+    """An epoch as the persisted settings store it (unlike the engine's and the
+    devices' snapshots, with ``cap``)."""
+    return [ep.epoch, ep.start, ep.increment, ep.slots, ep.end, ep.cap]
+
+
+def _epoch_from_row(row: Sequence[Any]) -> Epoch:
+    e, s, i, sl, end, cap = row
+    return Epoch(int(e), int(s), int(i), dict(sl), int(end), None if cap is None else int(cap))
+
+
 class Projector:
     def __init__(self) -> None:
         self.position = 0
@@ -158,7 +170,7 @@ class Projector:
         self.mode = "centralized"
         self.mode_set = False
         self.users: dict[str, int] = {}
-        self.epochs: dict[str, list[EpochSpan]] = {k: [] for k in KINDS}
+        self.epochs: dict[str, list[Epoch]] = {k: [] for k in KINDS}
         self.highest: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.loader: Loader | None = None  # brings back a view not in ``docs``
         self.finder: Finder | None = None  # holders among the views not in ``docs``
@@ -182,7 +194,7 @@ class Projector:
             "mode": self.mode,
             "mode_set": self.mode_set,
             "users": dict(sorted(self.users.items())),
-            "epochs": {k: [e.to_list() for e in eps] for k, eps in self.epochs.items()},
+            "epochs": {k: [_epoch_row(e) for e in eps] for k, eps in self.epochs.items()},
             "highest": dict(self.highest),
         }
 
@@ -215,7 +227,7 @@ class Projector:
             p.mode_set = settings["mode_set"]
             p.users = dict(settings["users"])
             for k, eps in settings["epochs"].items():
-                p.epochs[k] = [EpochSpan.from_list(e) for e in eps]
+                p.epochs[k] = [_epoch_from_row(e) for e in eps]
             p.highest.update(settings["highest"])
         add = p.numbers.add
         for v in docs:
@@ -351,15 +363,7 @@ class Projector:
             self.mode_set = True
         elif t == "settings.user_enrolled":
             self.users[d["user"]] = int(d["slot"])
-        elif t == "numbering.epoch_opened":
-            self.epochs[d["kind"]].append(
-                EpochSpan(d["epoch"], d["start"], d["increment"], dict(d["slots"]), d["end"])
-            )
-        elif t == "numbering.epoch_extended":
-            for ep in self.epochs[d["kind"]]:
-                if ep.epoch == d["epoch"]:
-                    ep.end = max(ep.end, d["end"])
-        else:
+        elif fold_epoch_event(self.epochs, t, d) is None:
             return  # device enrolment/revocation: not part of these views
         self._settings_dirty = True
         self._dirty_kinds.update(KINDS)

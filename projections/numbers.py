@@ -12,42 +12,18 @@ no document holds (void documents still hold their number: a voided invoice
 keeps its number in the books). In a user's series the numbers after the last
 one the user used are not gaps: they are the runway still ahead of them. An
 epoch that ended when the user mode left distributed (see ``Epoch.cap``) ends at
-the highest number in use at that moment.
+the highest number in use at that moment (``Epoch.last``).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from engine.numbering import Epoch
+
 SHARED = "*"
-
-
-@dataclass
-class EpochSpan:
-    """One distributed-numbering epoch of a kind, as the log describes it."""
-
-    epoch: int
-    start: int
-    increment: int
-    slots: dict[str, int]
-    end: int
-    cap: int | None = None  # set when the mode left distributed while this epoch was open
-
-    @property
-    def last(self) -> int:
-        """The last number this epoch governs."""
-        return self.end if self.cap is None else min(self.end, self.cap)
-
-    def to_list(self) -> list[Any]:
-        return [self.epoch, self.start, self.increment, self.slots, self.end, self.cap]
-
-    @classmethod
-    def from_list(cls, raw: Sequence[Any]) -> EpochSpan:
-        e, s, i, sl, end, cap = raw
-        return cls(int(e), int(s), int(i), dict(sl), int(end), None if cap is None else int(cap))
 
 
 class Gap(NamedTuple):
@@ -105,7 +81,7 @@ def _merged(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def find_gaps(kind: str, used: Iterable[int], epochs: Sequence[EpochSpan] = ()) -> list[Gap]:
+def find_gaps(kind: str, used: Iterable[int], epochs: Sequence[Epoch] = ()) -> list[Gap]:
     """Gaps of one kind's series, given the numbers in use (any order, 0s ignored)."""
     nums = sorted({n for n in used if n > 0})
     eps = sorted((e for e in epochs if e.last >= e.start), key=lambda e: e.epoch)
@@ -131,7 +107,7 @@ def find_gaps(kind: str, used: Iterable[int], epochs: Sequence[EpochSpan] = ()) 
         return gaps
 
     # Per-user series: each user's progressions in epoch order.
-    by_user: dict[str, list[tuple[EpochSpan, int]]] = {}
+    by_user: dict[str, list[tuple[Epoch, int]]] = {}
     for ep in eps:
         for user, slot in ep.slots.items():
             if 1 <= slot <= ep.increment:

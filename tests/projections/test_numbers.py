@@ -7,7 +7,8 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.numbers import SHARED, EpochSpan, Gap, duplicate_groups, find_gaps
+from engine.numbering import Epoch
+from projections.numbers import SHARED, Gap, duplicate_groups, find_gaps
 from projections.numindex import NumberIndex
 
 
@@ -43,15 +44,15 @@ def test_duplicate_groups_are_sorted_and_skip_zero() -> None:
 
 
 def test_distributed_gaps_are_per_user_and_exclude_runway_ahead() -> None:
-    ep = EpochSpan(1, 1, 2, {"alice": 1, "bob": 2}, 200)
+    ep = Epoch(1, 1, 2, {"alice": 1, "bob": 2}, 200)
     # alice: 1, 3, 5(skip), 7 ; bob: 2, 4 (then nothing: runway ahead, no gap)
     gaps = find_gaps("invoice", [1, 3, 7, 2, 4], [ep])
     assert gaps == [Gap("invoice", "alice", 1, 1, 5, 5, 2, 1)]
 
 
 def test_distributed_earlier_epoch_leftovers_are_gaps_once_the_user_moved_on() -> None:
-    e1 = EpochSpan(1, 1, 2, {"alice": 1, "bob": 2}, 10)
-    e2 = EpochSpan(2, 11, 3, {"alice": 1, "bob": 2, "carol": 3}, 40)
+    e1 = Epoch(1, 1, 2, {"alice": 1, "bob": 2}, 10)
+    e2 = Epoch(2, 11, 3, {"alice": 1, "bob": 2, "carol": 3}, 40)
     # alice used 1, 3 in epoch 1 then 11 in epoch 2: 5, 7, 9 were skipped.
     gaps = find_gaps("invoice", [1, 3, 11, 2], [e1, e2])
     assert gaps == [Gap("invoice", "alice", 1, 1, 5, 9, 2, 3)]
@@ -59,13 +60,13 @@ def test_distributed_earlier_epoch_leftovers_are_gaps_once_the_user_moved_on() -
 
 
 def test_numbers_before_the_first_epoch_form_the_shared_series() -> None:
-    ep = EpochSpan(1, 10, 2, {"alice": 1, "bob": 2}, 50)
+    ep = Epoch(1, 10, 2, {"alice": 1, "bob": 2}, 50)
     gaps = find_gaps("invoice", [1, 2, 4, 10, 12], [ep])
     assert gaps == [Gap("invoice", SHARED, 0, 0, 3, 3, 1, 1)]
 
 
 def test_capped_epoch_hands_later_numbers_to_the_shared_series() -> None:
-    ep = EpochSpan(1, 1, 2, {"alice": 1, "bob": 2}, 200, cap=4)
+    ep = Epoch(1, 1, 2, {"alice": 1, "bob": 2}, 200, cap=4)
     # after the switch to centralized at 4, 5.. are one shared series again
     gaps = find_gaps("invoice", [1, 2, 3, 4, 5, 8], [ep])
     assert gaps == [Gap("invoice", SHARED, 0, 0, 6, 7, 1, 2)]
@@ -89,7 +90,7 @@ def test_distributed_gaps_are_owned_numbers_below_each_users_last(
     users: int, used: set[int]
 ) -> None:
     slots = {f"u{k}": k for k in range(1, users + 1)}
-    ep = EpochSpan(1, 1, users, slots, 120)
+    ep = Epoch(1, 1, users, slots, 120)
     gaps = find_gaps("invoice", sorted(used), [ep])
     for g in gaps:
         assert g.series in slots and g.step == users
