@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -65,6 +66,64 @@ class Record:
         from engine.events import parse_event
 
         return parse_event(codec.unpack(self.body), stored=True)
+
+
+def seal_wire(
+    wire: dict[str, Any], position: int, committed_at: str, prev: bytes
+) -> tuple[bytes, bytes]:
+    """Add the engine fields to a wire map (in place); return its stored body and
+    chain hash. The one definition of the stored bytes: ``seal_events`` and the
+    benchmark log generator (which has wire maps, not events) both use it."""
+    wire["position"] = position
+    wire["committed_at"] = committed_at
+    body = codec.pack(wire)
+    return body, link(prev, body)
+
+
+def seal_events(
+    events: Sequence[Event], head: int, last_hash: bytes, committed_at: datetime
+) -> list[tuple[Event, Record]]:
+    """Seal events to follow a log at ``head`` / ``last_hash`` (no I/O).
+
+    The events get their position and commit time in place (they belong to the
+    writer's batch)."""
+    at_iso = committed_at.isoformat()
+    pos, prev = head, last_hash
+    out: list[tuple[Event, Record]] = []
+    for ev in events:
+        pos += 1
+        # Hot path: the stored map comes from the wire form (no re-validation).
+        body, prev = seal_wire(ev.to_wire(), pos, at_iso, prev)
+        # The engine owns these freshly validated events: set the engine
+        # fields in place (a model_copy per event costs more than the rest).
+        ev.__dict__["position"] = pos
+        ev.__dict__["committed_at"] = committed_at
+        out.append((ev, Record(pos, body, prev)))
+    return out
+
+
+def records_query(
+    after: int | None = None, upto: int | None = None, limit: int | None = None
+) -> tuple[str, tuple[int, ...]]:
+    """SQL and args reading stored records as (position, body, hash) rows in
+    position order: position > ``after``, <= ``upto``, at most ``limit`` rows
+    (``None``: no such bound). Every reader of the log uses it."""
+    q = "SELECT position, body, hash FROM events"
+    conds: list[str] = []
+    args: list[int] = []
+    if after is not None:
+        conds.append("position > ?")
+        args.append(after)
+    if upto is not None:
+        conds.append("position <= ?")
+        args.append(upto)
+    if conds:
+        q += " WHERE " + " AND ".join(conds)
+    q += " ORDER BY position"
+    if limit is not None:
+        q += " LIMIT ?"
+        args.append(limit)
+    return q, tuple(args)
 
 
 def _open_writer(path: Path, sync: SyncMode) -> sqlite3.Connection:
@@ -175,27 +234,8 @@ class EventLog:
         return await self._call(run)
 
     def seal(self, events: Sequence[Event]) -> list[tuple[Event, Record]]:
-        """Give events their positions, commit time and chain hashes (no I/O).
-
-        The events are updated in place (they belong to the writer's batch)."""
-        at = now()
-        at_iso = at.isoformat()
-        pos, prev = self.head, self.last_hash
-        out: list[tuple[Event, Record]] = []
-        for ev in events:
-            pos += 1
-            # Hot path: build the stored map once from the wire form (no re-validation).
-            wire = ev.to_wire()
-            wire["position"] = pos
-            wire["committed_at"] = at_iso
-            body = codec.pack(wire)
-            prev = link(prev, body)
-            # The engine owns these freshly validated events: set the engine
-            # fields in place (a model_copy per event costs more than the rest).
-            ev.__dict__["position"] = pos
-            ev.__dict__["committed_at"] = at
-            out.append((ev, Record(pos, body, prev)))
-        return out
+        """Seal events to follow this log's head, committed now (see ``seal_events``)."""
+        return seal_events(events, self.head, self.last_hash, now())
 
     async def append(
         self,
@@ -271,10 +311,7 @@ class EventLog:
 
     async def read(self, after: int, limit: int, max_bytes: int = 1 << 62) -> list[Record]:
         """Records with position > after, at most ``limit`` and about ``max_bytes``."""
-        async with self._r.execute(
-            "SELECT position, body, hash FROM events WHERE position > ? ORDER BY position LIMIT ?",
-            (after, limit),
-        ) as cur:
+        async with self._r.execute(*records_query(after, limit=limit)) as cur:
             rows = await cur.fetchall()
         out: list[Record] = []
         size = 0
@@ -294,7 +331,8 @@ class EventLog:
 
     async def verify(self) -> tuple[int, ChainBreak | None]:
         v = ChainVerifier()
-        async for rows in self.iter_records():
+        # No lower bound: a row forged in at position <= 0 must reach the check.
+        async for rows in iter_records(self._r, after=None):
             for r in rows:
                 if v.feed(r.position, r.body, r.hash) is not None:
                     return v.checked, v.broken
@@ -302,15 +340,12 @@ class EventLog:
 
 
 async def iter_records(
-    conn: aiosqlite.Connection, after: int = 0, until: int | None = None, chunk: int = 10_000
+    conn: aiosqlite.Connection,
+    after: int | None = 0,
+    until: int | None = None,
+    chunk: int = 10_000,
 ) -> AsyncIterator[list[Record]]:
-    q = "SELECT position, body, hash FROM events WHERE position > ?"
-    args: list[int] = [after]
-    if until is not None:
-        q += " AND position <= ?"
-        args.append(until)
-    q += " ORDER BY position"
-    async with conn.execute(q, args) as cur:
+    async with conn.execute(*records_query(after, until)) as cur:
         while True:
             rows = await cur.fetchmany(chunk)
             if not rows:

@@ -30,6 +30,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.log import records_query
 from projections.follow import GAPS_EVERY, Follower, Row
 from projections.rebuild import build_from_log, open_log
 from projections.store import ViewsError, ViewStore
@@ -60,8 +61,7 @@ class LogReader:
         self.conn: sqlite3.Connection = open_log(path)
 
     def read(self, after: int, upto: int | None = None, limit: int = BATCH) -> list[Row]:
-        q = "SELECT position, body, hash FROM events WHERE position > ? AND position <= ? "
-        cur = self.conn.execute(q + "ORDER BY position LIMIT ?", (after, upto or 2**62, limit))
+        cur = self.conn.execute(*records_query(after, upto, limit))
         return [(int(p), bytes(b), bytes(h)) for p, b, h in cur]
 
     def close(self) -> None:

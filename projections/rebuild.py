@@ -29,6 +29,7 @@ import msgspec
 
 from engine.events import KINDS
 from engine.hashchain import ChainBreak, ChainVerifier
+from engine.log import records_query
 from projections.document import DocumentView
 from projections.model import Changes, Projector, decode
 from projections.store import Digest, ViewStore, doc_row, encode_digest_row
@@ -354,12 +355,8 @@ def open_log(path: Path) -> sqlite3.Connection:
 def iter_log(
     conn: sqlite3.Connection, until: int | None = None, chunk: int = 10_000
 ) -> Iterator[list[Row]]:
-    q = "SELECT position, body, hash FROM events"
-    args: tuple[int, ...] = ()
-    if until is not None:
-        q += " WHERE position <= ?"
-        args = (until,)
-    cur = conn.execute(q + " ORDER BY position", args)
+    # No lower bound: a forged row at position <= 0 must reach the chain check.
+    cur = conn.execute(*records_query(upto=until))
     while rows := cur.fetchmany(chunk):
         yield rows
 

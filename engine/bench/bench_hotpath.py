@@ -17,9 +17,9 @@ from engine import auth, codec, fastparse
 from engine.bench.context import Context
 from engine.bench.loggen import DocumentEvents, LogSpec
 from engine.bench.report import BenchResult, Figure
-from engine.events import Event, parse_event
+from engine.events import Event, now, parse_event
 from engine.hashchain import GENESIS
-from engine.log import EventLog
+from engine.log import seal_events
 from engine.state import EngineState
 
 NAME = "hotpath"
@@ -51,11 +51,8 @@ async def run(ctx: Context) -> BenchResult:
         for raw in fastparse.decode_push(body).events:
             fastparse.parse_pushed(raw)
 
-    sealer: EventLog = object.__new__(EventLog)  # only seal(): no file behind it
-
-    def seal() -> None:  # EventLog.seal itself, on a log at position 0
-        sealer.head, sealer.last_hash = 0, GENESIS
-        sealer.seal(events)
+    def seal() -> None:  # what EventLog.seal does, on a log at position 0
+        seal_events(events, 0, GENESIS, now())
 
     def apply() -> None:
         st = EngineState()
@@ -97,7 +94,7 @@ async def run(ctx: Context) -> BenchResult:
             False,
         ),
     ]
-    stored = [r.body for _, r in sealer.seal(events)]
+    stored = [r.body for _, r in seal_events(events, 0, GENESIS, now())]
     for key, label, us, _ in steps:
         res.add(Figure(f"hotpath.{key}_us", label, us, "µs", ceiling="hotpath.ceil.msgpack"))
     total = sum(us for _, _, us, hot in steps if hot)

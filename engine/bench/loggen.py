@@ -7,8 +7,8 @@ into invoices. The engine's settings events (mode, users, devices) come first.
 
 Speed: building ``Event`` models costs ~30 µs each, too slow for a million. The
 generator makes the stored wire maps directly (in ``Event.to_wire`` key order,
-payloads from real ``model_dump`` templates), seals them exactly as
-``EventLog.seal`` does (position, committed_at, msgpack, hash chain) and writes
+payloads from real ``model_dump`` templates), seals them with the engine's own
+``engine.log.seal_wire`` (position, committed_at, msgpack, hash chain) and writes
 them with the engine's schema and INSERT. The smoke test checks the result is
 a log the engine accepts: chain verifies, every event parses and re-encodes to
 the same bytes, and the stored state snapshot equals a fold of the log.
@@ -27,8 +27,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
 from engine import codec
 from engine.auth import new_secret
 from engine.events import (
@@ -41,8 +39,8 @@ from engine.events import (
     UserModeSet,
     new_event,
 )
-from engine.hashchain import GENESIS, link
-from engine.log import SCHEMA
+from engine.hashchain import GENESIS
+from engine.log import SCHEMA, seal_wire
 from engine.state import EngineState
 
 INSERT = "INSERT INTO events(position, event_id, type, body, hash) VALUES (?,?,?,?,?)"
@@ -292,7 +290,6 @@ def generate(path: Path, spec: LogSpec, progress: Callable[[int], None] | None =
 
     th = threading.Thread(target=writer, name="loggen-writer", daemon=True)
     th.start()
-    pack = msgpack.Packer(use_bin_type=True).pack
     prev = GENESIS
     pos = 0
     data_bytes = 0
@@ -313,10 +310,7 @@ def generate(path: Path, spec: LogSpec, progress: Callable[[int], None] | None =
             rows = []
             for m in todo:
                 pos += 1
-                m["position"] = pos
-                m["committed_at"] = committed
-                body = pack(m)
-                prev = link(prev, body)
+                body, prev = seal_wire(m, pos, committed, prev)
                 data_bytes += len(body)
                 rows.append(
                     (pos, bytes.fromhex(m["event_id"].replace("-", "")), m["type"], body, prev)
