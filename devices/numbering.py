@@ -18,11 +18,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.events import KINDS, Event
-from engine.numbering import Epoch, distributed_next, epoch_owner, fold_epoch_event
+from engine.numbering import (
+    Epoch,
+    close_epochs,
+    distributed_next,
+    epoch_owner,
+    fold_epoch_event,
+)
 from projections.document import DocumentView
 
 # The event types ``observe_wire`` folds; every other type leaves the numbering as it
@@ -62,7 +68,10 @@ class DeviceNumbering:
             if kind:
                 self.use(kind, int(data.get("number") or 0))
         elif t == "settings.user_mode_set":
-            self.mode = str(data["mode"])
+            mode = str(data["mode"])
+            if self.mode == "distributed" and mode != "distributed":
+                close_epochs(self.epochs, self.highest)  # no new numbers in them
+            self.mode = mode
             self.mode_set = True
         elif t == "settings.user_enrolled":
             self.users[str(data["user"])] = int(data["slot"])
@@ -124,8 +133,7 @@ class DeviceNumbering:
             mode_set=self.mode_set,
             users=dict(self.users),
             epochs={
-                k: [Epoch(e.epoch, e.start, e.increment, dict(e.slots), e.end) for e in eps]
-                for k, eps in self.epochs.items()
+                k: [replace(e, slots=dict(e.slots)) for e in eps] for k, eps in self.epochs.items()
             },
             numbers={k: set(v) for k, v in self.numbers.items()},
             highest=dict(self.highest),
@@ -138,7 +146,7 @@ class DeviceNumbering:
             "mode_set": self.mode_set,
             "users": self.users,
             "epochs": {
-                k: [[e.epoch, e.start, e.increment, e.slots, e.end] for e in eps]
+                k: [[e.epoch, e.start, e.increment, e.slots, e.end, e.cap] for e in eps]
                 for k, eps in self.epochs.items()
             },
             "numbers": {k: sorted(v) for k, v in self.numbers.items()},
@@ -148,7 +156,11 @@ class DeviceNumbering:
     def from_snapshot(cls, snap: dict[str, Any]) -> DeviceNumbering:
         dn = cls(mode=str(snap["mode"]), mode_set=bool(snap["mode_set"]), users=dict(snap["users"]))
         for k, eps in snap["epochs"].items():
-            dn.epochs[k] = [Epoch(e, s, i, dict(sl), end) for e, s, i, sl, end in eps]
+            # Snapshots before epochs had a cap hold five items.
+            dn.epochs[k] = [
+                Epoch(e, s, i, dict(sl), end, cap[0] if cap else None)
+                for e, s, i, sl, end, *cap in eps
+            ]
         for k, nums in snap["numbers"].items():
             dn.numbers[k] = set(nums)
             dn.highest[k] = max(nums, default=0)

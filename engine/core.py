@@ -713,7 +713,12 @@ class EngineCore:
         st = self.state
         if st.mode != "distributed" or not st.users:
             return False
-        return any(not eps or eps[-1].slots != st.users for eps in st.epochs.values())
+        # An open epoch capped by a switch away from distributed is closed: numbers
+        # given meanwhile by other modes may lie in its range.
+        return any(
+            not eps or eps[-1].slots != st.users or eps[-1].cap is not None
+            for eps in st.epochs.values()
+        )
 
     def _plan_open_epochs(self, batch: _Batch) -> Callable[[int], Any]:
         if self._epochs_stale():  # again inside the writer: another pull may have opened them

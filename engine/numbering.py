@@ -68,9 +68,10 @@ class Epoch:
     increment: int
     slots: dict[str, int]
     end: int
-    # Set only by the projections, when the user mode left distributed while this
-    # epoch was open (see ``projections.numbers``); engine and device snapshots
-    # never store it.
+    # Set when the user mode left distributed while this epoch was open (the
+    # highest number then in use, see ``close_epochs``): no new numbers are made
+    # in it, the engine opens a new epoch if distributed comes back, and the
+    # projections end the epoch's series there.
     cap: int | None = None
 
     @property
@@ -97,9 +98,12 @@ class Epoch:
 
 def distributed_next(epochs: list[Epoch], user: str, used: Iterable[int]) -> int:
     """The user's next number: the first number of their progressions after the
-    highest they have used, in epoch order; 0 when known epochs are exhausted."""
+    highest they have used, in epoch order; 0 when known epochs are exhausted.
+    Epochs closed by a mode change give no new numbers."""
     last = max(used, default=0)
     for ep in sorted(epochs, key=lambda e: e.epoch):
+        if ep.cap is not None:
+            continue
         rng = ep.numbers_for(user)
         if not rng or rng[-1] <= last:
             continue
@@ -142,6 +146,16 @@ def extension_needed(ep: Epoch, number: int, runway: int) -> int | None:
     if left >= runway // 2:
         return None
     return ep.end + ep.increment * runway
+
+
+def close_epochs(epochs: Mapping[str, list[Epoch]], highest: Mapping[str, int]) -> None:
+    """The user mode left distributed: every open epoch ends at the highest number
+    of its kind then in use (``Epoch.cap``). The engine, the devices and the
+    projections apply this one rule when they fold the mode change."""
+    for kind, eps in epochs.items():
+        for ep in eps:
+            if ep.cap is None:
+                ep.cap = highest.get(kind, 0)
 
 
 def fold_epoch_event(

@@ -21,7 +21,7 @@ from engine.events import (
     UserMode,
     UserModeSet,
 )
-from engine.numbering import CentralCounter, Epoch, fold_epoch_event
+from engine.numbering import CentralCounter, Epoch, close_epochs, fold_epoch_event
 
 
 @dataclass
@@ -66,7 +66,11 @@ class EngineState:
             if a.get("number") and event.kind:
                 self._observe(event.kind, a["number"], a["source"])
         elif t == "settings.user_mode_set":
-            self.mode = event.payload(UserModeSet).mode
+            mode = event.payload(UserModeSet).mode
+            if self.mode == "distributed" and mode != "distributed":
+                # A later switch back opens new epochs (see EngineCore._epochs_stale).
+                close_epochs(self.epochs, {k: c.highest for k, c in self.counters.items()})
+            self.mode = mode
             self.mode_set = True
         elif t == "settings.user_enrolled":
             u: UserEnrolled = event.payload(UserEnrolled)
@@ -112,7 +116,7 @@ class EngineState:
             "data_bytes": self.data_bytes,
             "counters": {k: [c.last, sorted(c.taken), c.highest] for k, c in self.counters.items()},
             "epochs": {
-                k: [[e.epoch, e.start, e.increment, e.slots, e.end] for e in eps]
+                k: [[e.epoch, e.start, e.increment, e.slots, e.end, e.cap] for e in eps]
                 for k, eps in self.epochs.items()
             },
             "registration": self.registration,
@@ -137,8 +141,16 @@ class EngineState:
         for k, (last, taken, highest) in snap["counters"].items():
             st.counters[k] = CentralCounter(last=last, taken=set(taken), highest=highest)
         for k, eps in snap["epochs"].items():
+            # Snapshots before epochs had a cap hold five items.
             st.epochs[k] = [
-                Epoch(epoch=e, start=s, increment=i, slots=dict(sl), end=end)
-                for e, s, i, sl, end in eps
+                Epoch(
+                    epoch=e,
+                    start=s,
+                    increment=i,
+                    slots=dict(sl),
+                    end=end,
+                    cap=cap[0] if cap else None,
+                )
+                for e, s, i, sl, end, *cap in eps
             ]
         return st

@@ -20,7 +20,7 @@ from typing import Any
 from engine.errors import SynvoiceError
 from engine.events import KINDS, REGISTRY, parse_event
 from engine.hashchain import GENESIS
-from engine.numbering import Epoch, fold_epoch_event
+from engine.numbering import Epoch, close_epochs, fold_epoch_event
 from projections.document import Conflict, DocumentView, fold_wire
 from projections.numbers import Gap, find_gaps
 from projections.numindex import NumberIndex
@@ -355,10 +355,7 @@ class Projector:
             mode = d["mode"]
             if self.mode == "distributed" and mode != "distributed":
                 # Epochs stop where numbering stood at the switch (see projections.numbers).
-                for k, eps in self.epochs.items():
-                    for ep in eps:
-                        if ep.cap is None:
-                            ep.cap = self.highest[k]
+                close_epochs(self.epochs, self.highest)
             self.mode = mode
             self.mode_set = True
         elif t == "settings.user_enrolled":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from engine.numbering import epoch_owner
+from projections.rebuild import rebuild
+from projections.store import ViewStore
 from tests.devices.conftest import Agents
 
 
@@ -86,3 +88,43 @@ async def test_hand_typed_number_in_own_progression_is_never_reused(
     # the engine extended the epoch when 5 was used (runway ahead of use): 9 comes next
     assert (await ann.create("invoice", "b")).number == 9
     assert ann.duplicates() == []
+
+
+async def test_back_to_distributed_after_a_forced_switch_opens_a_new_epoch(
+    small_runway: Agents,
+) -> None:
+    agents = small_runway
+    alice, bob = await agents.new("alice"), await agents.new("bob")
+    admin = await agents._admin()
+    await admin.set_mode("distributed")
+    for d in (alice, bob, alice, bob):
+        await d.sync()
+    assert [(await alice.create("invoice", "a")).number for _ in range(2)] == [1, 3]
+    assert (await bob.create("invoice", "b")).number == 2
+    for d in (alice, bob):
+        await d.sync()
+    await admin.set_mode("centralized", force=True)
+    await alice.sync()
+    assert [(await alice.create("invoice", "c")).number for _ in range(2)] == [4, 5]
+    await admin.set_mode("distributed", force=True)
+    for d in (alice, bob, alice, bob):
+        await d.sync()
+    # Epoch 1 was closed at 3 when the mode left distributed (4 and 5 went to
+    # centralized numbering in its range): numbering goes on in a new epoch after
+    # it (offline devices that missed the switches may still use epoch 1 up to 16).
+    a = [(await alice.create("invoice", "a")).number for _ in range(2)]
+    b = (await bob.create("invoice", "b")).number
+    assert a == [17, 19] and b == 18
+    for d in (alice, bob):
+        await d.sync()
+    epochs = (await admin.status())["epochs"]["invoice"]
+    assert [(e["epoch"], e["start"]) for e in epochs] == [(1, 1), (2, 17)]
+    # The views agree: no gap (20 is bob's runway; 6..16 lie above every shared number).
+    views = agents.tmp_path / "views-check.sqlite"
+    rebuild(agents.tmp_path / "data" / "log.sqlite", views)
+    store = ViewStore.open_readonly(views)
+    try:
+        assert store.gaps("invoice") == []
+        assert store.duplicates() == []
+    finally:
+        store.close()

@@ -176,3 +176,19 @@ def test_distributed_never_collides_when_users_join_and_work_offline(
     assert len(made) == len(set(made)), made
     for d in devices:  # each user's numbers go up
         assert d.made == sorted(d.made)
+
+
+def test_leaving_distributed_closes_epochs_and_old_snapshots_still_load() -> None:
+    dn = DeviceNumbering(mode="distributed", mode_set=True, users={"ann": 1, "ben": 2})
+    dn.epochs["invoice"] = [Epoch(1, 1, 2, {"ann": 1, "ben": 2}, 16)]
+    dn.use("invoice", 3)
+    assert dn.next_number("invoice", "ann") == 5
+    dn.observe_wire("settings.user_mode_set", None, {"mode": "centralized"})
+    dn.observe_wire("settings.user_mode_set", None, {"mode": "distributed"})
+    assert dn.epochs["invoice"][0].cap == 3
+    assert dn.next_number("invoice", "ann") == 0  # closed: wait for the new epoch
+    again = DeviceNumbering.from_snapshot(dn.to_snapshot())
+    assert again.epochs["invoice"][0].cap == 3
+    old = dn.to_snapshot()
+    old["epochs"] = {k: [e[:5] for e in eps] for k, eps in old["epochs"].items()}
+    assert DeviceNumbering.from_snapshot(old).epochs["invoice"][0].cap is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from engine.events import UserModeSet, new_event
 from engine.hashchain import GENESIS, ChainVerifier, link
 from engine.numbering import (
     CentralCounter,
@@ -14,6 +15,7 @@ from engine.numbering import (
     open_epoch,
     single_next,
 )
+from engine.state import EngineState
 
 
 def chain(bodies: list[bytes]) -> list[tuple[int, bytes, bytes]]:
@@ -100,3 +102,22 @@ def test_extension_keeps_half_a_runway() -> None:
     ep = Epoch(epoch=1, start=1, increment=3, slots={"a": 1, "b": 2, "c": 3}, end=30)
     assert extension_needed(ep, 4, runway=10) is None
     assert extension_needed(ep, 19, runway=10) == 60
+
+
+def test_engine_state_closes_epochs_on_leaving_distributed_and_loads_old_snapshots() -> None:
+    st = EngineState(mode="distributed", mode_set=True, users={"ann": 1})
+    st.epochs["invoice"] = [Epoch(1, 1, 1, {"ann": 1}, 8)]
+    st.counters["invoice"].highest = 3
+    ev = new_event(
+        "settings.user_mode_set",
+        UserModeSet(mode="centralized", previous="distributed", forced=True),
+        device_id="engine",
+        user="engine",
+        device_seq=0,
+    )
+    st.apply(ev)
+    assert st.epochs["invoice"][0].cap == 3
+    snap = st.to_snapshot()
+    assert EngineState.from_snapshot(snap).epochs["invoice"][0].cap == 3
+    snap["epochs"] = {k: [e[:5] for e in eps] for k, eps in snap["epochs"].items()}
+    assert EngineState.from_snapshot(snap).epochs["invoice"][0].cap is None
