@@ -11,13 +11,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from engine.cli import CliError, add_data_arg, add_json_arg, print_json
 from engine.events import KINDS
-from projections.store import ViewsError, ViewStore
+from projections.store import ViewsError, ViewStore, lock_views
 
 HELP_UNTIL = "stop at this log position, or at this ISO time (compared with committed_at)"
 
@@ -190,8 +192,13 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     if args.log is None and not remote:
         raise CliError("give a LOG file, or --data/--token (and --nats-url) to replay an engine")
     progress = not args.no_progress and not args.json
-    with tempfile.TemporaryDirectory(prefix="synvoice-replay-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="synvoice-replay-") as tmp, ExitStack() as held:
         views = args.views or Path(tmp) / "views.sqlite"
+        if args.views is not None:  # a views file a running projection follows is theirs
+            try:
+                held.callback(os.close, lock_views(args.views, wait=False))
+            except ViewsError as exc:
+                raise CliError(str(exc)) from None
         if args.log is not None:
             result = await asyncio.to_thread(replay_file, args.log, views, until, progress)
         else:

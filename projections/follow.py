@@ -124,7 +124,7 @@ class Follower:
                 proj.apply(ev, h)
             now = time.monotonic()
             big = None if force_gaps or now - self._gaps_at >= GAPS_EVERY else BIG_SERIES
-            self.store.flush(proj.take_changes(defer_gaps_above=big))
+            self.store.flush(proj.take_changes(defer_gaps_above=big), expect=self.position)
             if big is None:
                 self._gaps_at = now
             self.position = proj.position

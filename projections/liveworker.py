@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fcntl
 import logging
-import os
 import signal
 import sqlite3
 import sys
@@ -33,7 +31,7 @@ from pathlib import Path
 from engine.log import records_query
 from projections.follow import GAPS_EVERY, Follower, Row
 from projections.rebuild import build_from_log, open_log
-from projections.store import ViewsError, ViewStore
+from projections.store import ViewsError, ViewStore, lock_views
 
 log = logging.getLogger("synvoice.projections.worker")
 
@@ -66,18 +64,6 @@ class LogReader:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def lock_views(views_path: Path) -> int:
-    """Wait for, then hold, the views file's worker lock (until the process ends).
-
-    After a crash of the engine its old worker may still be finishing when the
-    restarted engine starts a new one: two folds writing one views file would
-    each trust their own checkpoint."""
-    views_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{views_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
 
 
 async def follow(log_path: Path, views_path: Path) -> None:

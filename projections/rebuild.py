@@ -32,6 +32,7 @@ from engine.hashchain import ChainBreak, ChainVerifier
 from engine.log import records_query
 from projections.document import DocumentView
 from projections.model import Changes, Projector, decode
+from projections.numbers import Gap
 from projections.store import Digest, ViewStore, doc_row, encode_digest_row
 
 Row = tuple[int, bytes, bytes]  # (position, body, hash)
@@ -295,9 +296,15 @@ def complete_views(
     store.conn.execute("COMMIT")
     d.add_packed("documents", (row[0] for row in store.conn.execute(doc_digest_sql)))
     d.add("duplicates", dups)
-    d.add("gaps", [g for gs in last.gaps.values() for g in gs])
+    # In the views' order (ViewStore.digest reads them ORDER BY kind, series, ...).
+    gaps = sorted((g for gs in last.gaps.values() for g in gs), key=_gap_order)
+    d.add("gaps", gaps)
     store.sync()
     return d.hexdigest(last.settings, proj.position, proj.last_hash)
+
+
+def _gap_order(g: Gap) -> tuple[str, str, int, int]:
+    return (g.kind, g.series, g.epoch, g.first)
 
 
 class _Head(msgspec.Struct):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,7 @@ from engine.client import EngineClient
 from engine.errors import SynvoiceError
 from engine.server import connect_nats
 from projections.follow import GAPS_EVERY, Follower, Row, engine_filler, pull_rows
-from projections.store import ViewStore
+from projections.store import ViewsError, ViewStore, lock_views
 
 log = logging.getLogger("synvoice.projections.standalone")
 
@@ -72,6 +73,13 @@ class StandaloneProjection:
                 self.nats_url, name + "-stream", error_cb=quiet, **self.stream_options
             )
         client = EngineClient(nc, self.device_id, self.secret)
+        try:
+            lock = lock_views(self.views, wait=False)
+        except ViewsError:
+            await nc.close()
+            if snc is not nc:
+                await snc.close()
+            raise
         store = await asyncio.to_thread(ViewStore.open, self.views)
         sub = None
         try:
@@ -97,6 +105,8 @@ class StandaloneProjection:
                 while self._msgs:
                     msgs, self._msgs = self._msgs[: self.batch], self._msgs[self.batch :]
                     await self._process(f, msgs)
+            if f.gaps_pending:  # a stopped file's gap lists are those of its checkpoint
+                await f.flush_gaps()
         finally:
             if sub is not None:
                 try:
@@ -109,6 +119,7 @@ class StandaloneProjection:
                 except Exception:
                     pass
             await asyncio.to_thread(store.close)
+            os.close(lock)
 
     async def _subscribe(self, js: JetStreamContext) -> Any:
         try:

@@ -12,6 +12,7 @@ Plain ``sqlite3`` (not aiosqlite): async callers run a whole flush in one
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import os
 import sqlite3
@@ -319,6 +320,24 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def lock_views(views_path: Path, wait: bool = True) -> int:
+    """Take the views file's writer lock (``VIEWS.lock``); returns its descriptor,
+    held until closed or the process ends. One fold at a time writes a views
+    file: two would each trust their own checkpoint. ``wait=False``: raise
+    ``ViewsError`` at once if another process holds it."""
+    views_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{views_path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        raise ViewsError(
+            f"{views_path} is being written by another projection (the engine's live "
+            "views or `synvoice project`): stop it or choose another views file"
+        ) from None
+    return fd
+
+
 class ViewStore:
     """One views file. Not thread-safe: one caller at a time (async callers serialise)."""
 
@@ -481,10 +500,20 @@ class ViewStore:
             self._set_meta("settings", ch.settings)
         self._set_meta("checkpoint", [ch.position, ch.last_hash])
 
-    def flush(self, ch: Changes) -> None:
-        """One transaction: the views changes and the checkpoint, or nothing."""
+    def flush(self, ch: Changes, expect: int | None = None) -> None:
+        """One transaction: the views changes and the checkpoint, or nothing.
+
+        ``expect``: the checkpoint the changes were folded from; if the file's
+        checkpoint is another (someone else wrote the file meanwhile), nothing is
+        written and ``ViewsError`` is raised: a writer behind must never move the
+        checkpoint back under views that are further on."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            if expect is not None and (at := self.checkpoint()[0]) != expect:
+                raise ViewsError(
+                    f"{self.path} is at position {at}, not {expect}: "
+                    "another projection wrote it meanwhile"
+                )
             self.write(ch)
             self.conn.execute("COMMIT")
         except BaseException:

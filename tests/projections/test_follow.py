@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from projections.follow import Follower, Row
-from projections.model import ProjectionError
+from projections.model import Changes, ProjectionError
 from projections.rebuild import Builder
-from projections.store import ViewStore
+from projections.store import ViewsError, ViewStore
 from tests.projections.helpers import Dev, Log
 
 
@@ -134,3 +134,16 @@ async def test_bounded_cache_and_deferred_gaps_end_identical(
     assert [(g["first"], g["last"]) for g in store.gaps()] == [(2, 2), (5, 5)]
     assert store.digest() == full_digest(log, tmp_path / "full.sqlite")
     store.close()
+
+
+def test_a_writer_behind_cannot_move_the_checkpoint_back(tmp_path: Path) -> None:
+    store = ViewStore.open(tmp_path / "views.sqlite")
+    try:
+        store.flush(Changes(5, b"\x05" * 32), expect=0)
+        with pytest.raises(ViewsError, match="another projection"):
+            store.flush(Changes(3, b"\x03" * 32), expect=0)  # folded from 0, file is at 5
+        assert store.checkpoint() == (5, b"\x05" * 32)
+        store.flush(Changes(6, b"\x06" * 32), expect=5)
+        assert store.checkpoint()[0] == 6
+    finally:
+        store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import shutil
 import sqlite3
 from datetime import datetime, timedelta
@@ -15,7 +16,7 @@ from engine.cli import main
 from engine.events import Event, Issued
 from engine.log import EventLog
 from projections.rebuild import rebuild
-from projections.store import ViewStore
+from projections.store import ViewStore, lock_views
 from tests.projections.helpers import Dev
 
 
@@ -185,3 +186,40 @@ def test_replay_refuses_bad_input_with_one_line(
     errs = capsys.readouterr().err.strip().splitlines()
     assert len(errs) == 4 and all(e.startswith("synvoice: error: ") for e in errs)
     assert "--until" in errs[2]
+
+
+async def test_rebuild_digest_is_the_files_digest_with_gaps_in_several_kinds(
+    tmp_path: Path,
+) -> None:
+    d = Dev()
+    evs = [
+        d.create(number=1, kind="invoice"),
+        d.create(number=3, kind="invoice"),
+        d.create(number=1, kind="estimate"),
+        d.create(number=3, kind="estimate"),
+    ]
+    log = await EventLog.open(tmp_path / "log.sqlite")
+    await log.append(log.seal(evs))
+    await log.close()
+    r = rebuild(tmp_path / "log.sqlite", tmp_path / "views.sqlite")
+    store = ViewStore.open_readonly(tmp_path / "views.sqlite")
+    try:
+        assert [g["kind"] for g in store.gaps()] == ["estimate", "invoice"]
+        assert r.digest == store.digest()
+    finally:
+        store.close()
+
+
+def test_replay_refuses_a_views_file_a_projection_is_writing(
+    log_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    views = tmp_path / "views.sqlite"
+    fd = lock_views(views)  # as the engine's live views worker holds it
+    try:
+        assert main(["replay", str(log_file), "--views", str(views), "--json"]) == 1
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "being written by another projection" in err[0]
+    assert not views.exists()
+    assert main(["replay", str(log_file), "--views", str(views), "--json"]) == 0

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from projections.rebuild import rebuild
-from projections.store import ViewsError, ViewStore
+from projections.store import ViewsError, ViewStore, lock_views
 from tests.conftest import EngineHarness, wait_for
 
 
@@ -105,3 +105,18 @@ async def test_killed_standalone_resumes_and_ends_identical_to_a_rebuild(
     finally:
         store.close()
     assert "projecting SYNVOICE_EVENTS" in proc_log.read_text()
+
+
+async def test_a_second_projection_on_the_same_views_file_refuses_to_start(
+    engine: EngineHarness, tmp_path: Path
+) -> None:
+    views = tmp_path / "standalone.sqlite"
+    fd = lock_views(views)  # a projection already writes this file
+    try:
+        proc = start_projection(engine, views, tmp_path / "projection.log")
+        assert proc.wait(timeout=60) != 0
+    finally:
+        os.close(fd)
+    out = (tmp_path / "projection.log").read_text()
+    assert "being written by another projection" in out
+    assert checkpoint(views) == 0
