@@ -54,10 +54,6 @@ from engine.state import EngineState
 
 log = logging.getLogger("synvoice.engine")
 
-# Namespace for ids of events the engine derives deterministically (so a retry
-# of the same request maps onto the same event).
-ENGINE_NS = uuid.UUID("6f1c2b1e-5a7d-4c1e-9a43-0d2b8f7e5c11")
-
 CommitListener = Callable[[Sequence[tuple[Event, Record]]], None]
 
 _NUMBER_ASSIGNED_VERSION = REGISTRY["document.number_assigned"].schema_version
@@ -484,7 +480,9 @@ class EngineCore:
                 # data is NumberAssigned's canonical form, checked by a test.
                 batch.add(
                     construct_event(
-                        event_id=uuid.uuid5(ENGINE_NS, f"number:{doc_id}:{kind}:{n}"),
+                        # Random: a derived id could be pushed by a device first and
+                        # make this commit fail (a retry finds the reservation instead).
+                        event_id=uuid.uuid4(),
                         type="document.number_assigned",
                         schema_version=_NUMBER_ASSIGNED_VERSION,
                         doc_id=doc_id,
@@ -829,9 +827,19 @@ class EngineCore:
             except Exception as exc:
                 log.exception("commit failed; reloading state from the log")
                 self.state = await load_state(self.log)
+                if len(jobs) == 1:
+                    _fail(jobs[0], exc)
+                    continue
+                # One job's events may be what failed (e.g. a UNIQUE constraint):
+                # commit the jobs one by one so only that one fails.
                 for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
+                    if j.future.done():
+                        continue
+                    try:
+                        await self._commit([j])
+                    except Exception as exc1:
+                        self.state = await load_state(self.log)
+                        _fail(j, exc1)
 
     async def _commit(self, jobs: list[_Job]) -> None:
         ids = [i for j in jobs for i in j.lookup_ids]
@@ -848,7 +856,8 @@ class EngineCore:
             except SynvoiceError as exc:
                 if len(batch.events) != mark:  # plans validate before adding; be safe anyway
                     raise
-                job.future.set_exception(exc)
+                if not job.future.done():  # its caller may be gone (cancelled)
+                    job.future.set_exception(exc)
         base = self.log.head
         sealed = self.log.seal(batch.events)
         self.state.data_bytes += sum(len(r.body) for _, r in sealed)
@@ -874,15 +883,26 @@ class EngineCore:
                 settling.set_result(None)
                 if self._settling is settling:
                     self._settling = None
+        # Committed: from here on nothing may raise to the write loop (it would
+        # commit these jobs again one by one).
         for job, resolve in resolvers:
             if not job.future.done():
-                job.future.set_result(resolve(base))
+                try:
+                    job.future.set_result(resolve(base))
+                except Exception as exc:
+                    log.exception("building a reply after commit failed")
+                    job.future.set_exception(SynvoiceError("internal", f"reply failed: {exc}"))
         if sealed:
             for listener in self.listeners:
                 try:
                     listener(sealed)
                 except Exception:
                     log.exception("commit listener failed")
+
+
+def _fail(job: _Job, exc: Exception) -> None:
+    if not job.future.done():
+        job.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
 
 
 async def load_state(log_: EventLog) -> EngineState:
