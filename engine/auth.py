@@ -69,9 +69,12 @@ def verify(
     if not device or not ts_raw or not sig:
         raise SynvoiceError("unauthorized", "request is not signed (missing Synvoice-* headers)")
     try:
-        ts = int(ts_raw)
+        # Bounded: a 400-digit time would overflow the float comparison below.
+        ts = int(ts_raw) if len(ts_raw) <= 20 else None
     except ValueError:
-        raise SynvoiceError("unauthorized", "Synvoice-Time is not an integer") from None
+        ts = None
+    if ts is None:
+        raise SynvoiceError("unauthorized", "Synvoice-Time is not an integer of seconds")
     current = time.time() if now is None else now
     if abs(current - ts) > MAX_SKEW_SECONDS:
         raise SynvoiceError("unauthorized", "request timestamp outside the allowed window")

@@ -359,7 +359,12 @@ class EngineCore:
     def _validate_pushed(self, caller: Caller, i: int, raw: Any) -> tuple[Event, int]:
         """The validated event and its size on the wire (to estimate storage)."""
         try:
-            size = len(codec.pack(raw)) if isinstance(raw, dict) else 0
+            try:
+                size = len(codec.pack(raw)) if isinstance(raw, dict) else 0
+            except (TypeError, ValueError, OverflowError):  # e.g. a msgpack extension value
+                raise SynvoiceError(
+                    "schema", "event holds a value of a type events cannot carry"
+                ) from None
             if size > self.config.max_event_bytes:
                 raise SynvoiceError(
                     "too_large", f"event is over {self.config.max_event_bytes} bytes"

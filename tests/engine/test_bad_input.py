@@ -30,7 +30,9 @@ msgpack_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats()
     | st.text(max_size=20)
-    | st.binary(max_size=20),
+    | st.binary(max_size=20)
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=8))
+    | st.builds(msgpack.Timestamp, st.integers(0, 2**32 - 1), st.integers(0, 999_999_999)),
     lambda children: (
         st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
     ),
@@ -251,3 +253,26 @@ async def test_no_engine_gives_unavailable(nats_server: Any) -> None:
     # plain nats client sanity: the broker itself is up
     nc = await nats.connect(nats_server.url)
     await nc.close()
+
+
+async def test_extension_values_and_absurd_times_get_the_right_refusal(
+    engine: EngineHarness,
+) -> None:
+    dev = await engine.device("alice")
+    nc = dev.client.nc
+    head = engine.core.log.head
+    for odd in (msgpack.Timestamp(1, 0), msgpack.ExtType(5, b"x")):
+        ev = dev.created().to_wire()
+        ev["data"]["notes"] = odd
+        body = msgpack.packb({"events": [ev]}, use_bin_type=True)
+        _, reply = await raw_request(
+            nc, protocol.PUSH, body, auth.sign(dev.device_id, dev.secret, protocol.PUSH, body)
+        )
+        assert assert_error(reply) == "schema"
+    body = codec.pack({})
+    for t in ("9" * 400, "-" + "9" * 30, "1e9", ""):
+        headers = {auth.HDR_DEVICE: dev.device_id, auth.HDR_TIME: t or " ", auth.HDR_SIG: "00"}
+        _, reply = await raw_request(nc, protocol.STATUS, body, headers)
+        assert assert_error(reply) == "unauthorized"
+    assert engine.core.log.head == head
+    assert (await dev.client.push([dev.created()]))["results"][0]["duplicate"] is False
