@@ -99,6 +99,9 @@ class EngineServer:
         }
         await core.start()
         self.nc = await connect_nats(self.nats_url, "synvoice-engine", **opts)
+        # A pull page must fit the broker's max_payload (an external broker may keep
+        # NATS's 1 MB default): half of it for the bodies leaves room for the hashes.
+        cfg.pull_max_bytes = min(cfg.pull_max_bytes, self.nc.max_payload // 2)
         if cfg.publish:
             self.publisher = Publisher(core, self.nc)
             await self.publisher.start()

@@ -79,6 +79,10 @@ class EngineService:
             log.exception("request on %s failed", req.subject)
             await _respond_error(req, SynvoiceError("internal", f"{type(exc).__name__}: {exc}"))
             return
+        if len(reply) > self.nc.max_payload:
+            too_big = f"the reply ({len(reply)} bytes) exceeds the broker's limit"
+            await _respond_error(req, SynvoiceError("too_large", too_big))
+            return
         try:
             await req.respond(reply)
         except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 
 import nats
 import pytest
@@ -12,7 +13,10 @@ import pytest
 from engine import codec, protocol
 from engine.errors import SynvoiceError
 from engine.events import parse_event
-from tests.conftest import EngineHarness
+from engine.natsproc import NatsServer
+from tests.conftest import EngineHarness, running_engine
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 async def test_push_pull_round_trip(engine: EngineHarness) -> None:
@@ -234,3 +238,26 @@ async def test_concurrent_first_pulls_all_see_the_epochs(engine: EngineHarness) 
             types = [e["type"] for e in page["events"]]
             assert types.count("numbering.epoch_opened") == 3 * (round_ + 1)
         await engine.device(f"user{round_}")  # a new user: the next pulls open new epochs
+
+
+async def test_pull_pages_fit_a_broker_with_the_stock_1mb_payload(tmp_path: Path) -> None:
+    conf = tmp_path / "stock.conf"
+    conf.write_text(
+        (DEPLOY / "nats-server.conf").read_text().replace("max_payload: 8MB", "max_payload: 1MB")
+    )
+    srv = NatsServer(tmp_path / "nats", config=conf).start()
+    try:
+        async with running_engine(tmp_path / "data", srv.url) as engine:
+            dev = await engine.device("alice")
+            for _ in range(4):  # ~2 MB of events in all
+                await dev.client.push([dev.created(notes="x" * 4000) for _ in range(120)])
+            after, pulled = 0, 0
+            while True:
+                page = await dev.client.pull(after, 5000)
+                pulled += len(page["events"])
+                if not page["events"] or not page["more"]:
+                    break
+                after = page["events"][-1]["position"]
+            assert pulled == engine.core.log.head
+    finally:
+        srv.stop()
