@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.events import Customer, EventSpec, Line, register
+from engine.events import MAX_NUMBER, Customer, EventSpec, Line, register
 
 Action = Literal["email", "print", "create"]
 ACTIONS: tuple[str, ...] = get_args(Action)
@@ -124,7 +124,7 @@ class InvoiceProcessed(_Model):
 
     sale_id: str = Field(pattern=SALE_ID)
     doc_id: uuid.UUID
-    number: int = Field(ge=1, le=2**53)
+    number: int = Field(ge=1, le=MAX_NUMBER)
     action: Action
     channel: Channel
     recipient: str | None = Field(default=None, max_length=254)
@@ -139,7 +139,7 @@ class DeliveryFailed(_Model):
 
     sale_id: str = Field(pattern=SALE_ID)
     doc_id: uuid.UUID | None = None
-    number: int = Field(default=0, ge=0, le=2**53)
+    number: int = Field(default=0, ge=0, le=MAX_NUMBER)
     action: Action
     step: FailedStep
     reason: str = Field(min_length=1, max_length=1000)

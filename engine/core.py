@@ -32,6 +32,7 @@ from engine.errors import SynvoiceError
 from engine.events import (
     ENGINE_DEVICE,
     KINDS,
+    MAX_NUMBER,
     REGISTRY,
     DeviceEnrolled,
     DeviceRevoked,
@@ -314,6 +315,21 @@ class EngineCore:
         events = [ev for ev, _ in validated]
         if not events:
             return {"results": [], "head": self.log.head}
+        counters = self.state.counters
+        for i, ev in enumerate(events):
+            t = ev.type
+            if t == "document.created" or t == "document.number_assigned":
+                d = ev.data  # canonical: validated ints and sources
+                src = d.get("number_source") if t == "document.created" else d.get("source")
+                n = d.get("number", 0)
+                # Every server number was handed out by the counter, which never
+                # goes back: a higher one is made up (it would push the counter up).
+                if src == "server" and ev.kind and n > counters[ev.kind].last:
+                    raise SynvoiceError(
+                        "schema",
+                        f"event {i}: {ev.kind} number {n} with source 'server' was never "
+                        "handed out by the server",
+                    )
         ids = [ev.event_id.bytes for ev in events]  # once: UUID.bytes is Python code
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
@@ -472,6 +488,9 @@ class EngineCore:
             items.append((str(kind), doc_id, bool(it.get("fresh", False))))
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
+            for kind, _, _ in items:  # before adding anything (belt and braces)
+                if self.state.counters[kind].last >= MAX_NUMBER - len(items):
+                    raise SynvoiceError("conflict", f"the {kind} numbers are exhausted")
             out: list[int] = []
             rows: list[tuple[bytes, str, int]] = []
             for kind, doc_id, fresh in items:

@@ -26,6 +26,7 @@ KINDS: tuple[str, ...] = get_args(Kind)
 UserMode = Literal["single", "centralized", "distributed"]
 USER_MODES: tuple[str, ...] = get_args(UserMode)
 NumberSource = Literal["device", "server", "manual"]
+MAX_NUMBER = 2**53  # document numbers stay exact in JSON and JavaScript
 Status = Literal["draft", "issued", "void", "converted"]
 
 # The engine authors settings/numbering events under this device id.
@@ -78,7 +79,7 @@ def totals(lines: list[Line]) -> tuple[Decimal, Decimal, Decimal]:
 
 
 class DocumentCreated(_Model):
-    number: int = Field(default=0, ge=0, le=2**53)  # 0 = not assigned yet
+    number: int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
     number_source: NumberSource = "device"
     customer: Customer | None = None
     lines: list[Line] = Field(default_factory=list, max_length=1000)
@@ -103,7 +104,7 @@ class DatesChanged(_Model):
 
 
 class NumberAssigned(_Model):
-    number: int = Field(ge=0, le=2**53)
+    number: int = Field(ge=0, le=MAX_NUMBER)
     source: NumberSource
     previous: int | None = Field(default=None, ge=0)
 

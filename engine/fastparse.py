@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from engine.events import REGISTRY, Event, construct_event
+from engine.events import MAX_NUMBER, REGISTRY, Event, construct_event
 
 # Patterns end in \Z, not $: Python's $ also matches before a final newline,
 # which pydantic's (Rust) regex does not.
@@ -32,7 +32,7 @@ Name = Annotated[str, Meta(pattern=_NAME)]
 KindT = Literal["invoice", "quote", "estimate"]
 SourceT = Literal["device", "server", "manual"]
 SeqInt = Annotated[int, Meta(ge=0, le=2**62)]
-NumberInt = Annotated[int, Meta(ge=0, le=2**53)]
+NumberInt = Annotated[int, Meta(ge=0, le=MAX_NUMBER)]
 
 
 class _S(Struct, forbid_unknown_fields=True):

@@ -26,6 +26,13 @@ def push_bodies(
     per: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
     for m in gen.maps(events, 1):
         m["seen_position"] = 0
+        # The engine refuses 'server' numbers it never handed out: pushed without
+        # asking for them first, these are numbers set on the device.
+        d = m["data"]
+        if d.get("number_source") == "server":
+            d["number_source"] = "device"
+        elif m["type"] == "document.number_assigned" and d.get("source") == "server":
+            d["source"] = "manual"
         per[m["device_id"]].append(m)
     return [
         [codec.pack({"events": evs[i : i + batch]}) for i in range(0, len(evs), batch)]

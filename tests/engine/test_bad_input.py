@@ -7,6 +7,7 @@ from typing import Any
 
 import msgpack
 import nats
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -276,3 +277,17 @@ async def test_extension_values_and_absurd_times_get_the_right_refusal(
         assert assert_error(reply) == "unauthorized"
     assert engine.core.log.head == head
     assert (await dev.client.push([dev.created()]))["results"][0]["duplicate"] is False
+
+
+async def test_a_made_up_server_number_is_refused(engine: EngineHarness) -> None:
+    dev = await engine.device("alice")
+    head = engine.core.log.head
+    with pytest.raises(SynvoiceError) as err:
+        await dev.client.push([dev.created(number=2**53, number_source="server")])
+    assert err.value.code == "schema" and "never handed out" in err.value.message
+    assert engine.core.log.head == head
+    # a number the server did hand out is accepted with source 'server'
+    (n,) = await dev.client.next_numbers([("invoice", uuid.uuid4())])
+    ok = await dev.client.push([dev.created(number=n, number_source="server")])
+    assert ok["results"][0]["duplicate"] is False
+    assert engine.core.state.counters["invoice"].last == n
