@@ -29,6 +29,9 @@ from engine.events import MAX_NUMBER, REGISTRY, Event, construct_event
 # which pydantic's (Rust) regex does not.
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}\Z"
 Name = Annotated[str, Meta(pattern=_NAME)]
+DeviceTime = Annotated[
+    str, Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)\Z")
+]
 KindT = Literal["invoice", "quote", "estimate"]
 SourceT = Literal["device", "server", "manual"]
 SeqInt = Annotated[int, Meta(ge=0, le=2**62)]
@@ -117,7 +120,9 @@ class _Env(Struct, forbid_unknown_fields=True, tag_field="type", kw_only=True):
     device_id: Name
     user: Name
     device_seq: SeqInt
-    device_time: Annotated[datetime, Meta(tz=True)]
+    # Text, parsed below: msgspec rounds digits past microseconds where pydantic
+    # truncates, so the fast path vouches only for the plain RFC 3339 form.
+    device_time: DeviceTime
     schema_version: Annotated[int, Meta(ge=1, le=1000)] = 1
     seen_position: SeqInt = 0
 
@@ -179,6 +184,7 @@ decode_push = msgspec.msgpack.Decoder(PushS).decode
 _TAGS: list[str] = [c.__struct_config__.tag for c in AnyEvent.__args__]
 _CURRENT = {t: REGISTRY[t].schema_version for t in _TAGS}
 _to_builtins = msgspec.to_builtins
+_fromisoformat = datetime.fromisoformat
 
 
 def parse_pushed(raw: bytes | msgspec.Raw) -> Event | None:
@@ -191,6 +197,10 @@ def parse_pushed(raw: bytes | msgspec.Raw) -> Event | None:
     tag = e.__struct_config__.tag
     if e.schema_version != _CURRENT[tag]:
         return None
+    try:
+        device_time = _fromisoformat(e.device_time)
+    except ValueError:  # e.g. month 13: parse_event names the problem
+        return None
     data: dict[str, Any] = _to_builtins(e.data)
     return construct_event(
         event_id=e.event_id,
@@ -201,7 +211,7 @@ def parse_pushed(raw: bytes | msgspec.Raw) -> Event | None:
         device_id=e.device_id,
         user=e.user,
         device_seq=e.device_seq,
-        device_time=e.device_time,
+        device_time=device_time,
         seen_position=e.seen_position,
         data=data,
     )

@@ -117,6 +117,10 @@ def test_push_request_keeps_each_event_as_its_bytes() -> None:
         {"data": {"currency": "USD\n"}},
         {"user": "alice\n"},
         {"device_time": "2026-01-01T00:00:00"},
+        {"device_time": "2026-01-01T00:00:00.1234567+00:00"},  # msgspec would round
+        {"device_time": "2026-01-01T00:00:00.123456789Z"},
+        {"device_time": "2026-13-01T00:00:00Z"},
+        {"device_time": "2026-01-01 10:00:00+00:00"},
     ],
 )
 def test_what_the_fast_path_leaves_to_parse_event(over: dict[str, Any]) -> None:
@@ -214,6 +218,11 @@ _times = st.one_of(
     st.datetimes(timezones=st.just(timezone(timedelta(hours=-5)))).map(datetime.isoformat),
     st.datetimes().map(datetime.isoformat),  # naive: refused
     st.sampled_from(["2026-01-01T10:00:00Z", "2026-01-01 10:00:00+00:00", "yesterday"]),
+    st.builds(  # more fractional digits than microseconds
+        lambda t, extra: t.isoformat(timespec="microseconds")[:26] + extra + "+00:00",
+        st.datetimes(timezones=st.just(UTC)),
+        st.from_regex(r"\A\d{1,3}\Z"),
+    ),
 )
 _envelope = st.fixed_dictionaries(
     {
