@@ -64,8 +64,20 @@ class Publisher:
     async def start(self) -> None:
         await ensure_stream(self.js, self.core.config.stream_replicas)
         raw = await self.core.log.get_meta("published")
-        self.hwm = int(codec.unpack(raw)) if raw else 0
-        self.hwm = max(self.hwm, await self._stream_last_position())
+        saved = int(codec.unpack(raw)) if raw else 0
+        # The stream's last message, when it is provably this log's record, says
+        # exactly where publishing stands: past the saved mark after a crash, or
+        # before it when the broker lost its unsynced tail (re-published). Else
+        # (stream purged or emptied by retention, or another log's) the saved
+        # mark, never past this log's head.
+        at = await self._stream_last_position()
+        self.hwm = at if at is not None else min(saved, self.core.log.head)
+        if at is None and saved > self.core.log.head:
+            log.warning(
+                "published mark %d is past the log head %d (a restored log?)",
+                saved,
+                self.core.log.head,
+            )
         self.core.published = self.hwm
         self.core.listeners.append(self._on_commit)
         self._wake.set()
@@ -113,13 +125,27 @@ class Publisher:
             self._pending.clear()  # fall back to reading the log
         self._wake.set()
 
-    async def _stream_last_position(self) -> int:
+    async def _stream_last_position(self) -> int | None:
+        """The log position of the stream's last message if it is this log's record
+        (same position and chain hash), else None."""
         info = await self.js.stream_info(protocol.STREAM)
         if not info.state.last_seq:
-            return 0
-        msg = await self.js.get_msg(protocol.STREAM, info.state.last_seq)
-        pos = (msg.headers or {}).get(protocol.HDR_POSITION)
-        return int(pos) if pos else 0
+            return None
+        try:
+            msg = await self.js.get_msg(protocol.STREAM, info.state.last_seq)
+        except NotFoundError:  # deleted, or purged since the stream info
+            return None
+        headers = msg.headers or {}
+        try:
+            pos = int(headers.get(protocol.HDR_POSITION) or 0)
+        except ValueError:
+            return None
+        if not 0 < pos <= self.core.log.head:
+            return None
+        records = await self.core.log.read(pos - 1, 1)
+        if not records or records[0].hash.hex() != headers.get(protocol.HDR_HASH):
+            return None
+        return pos
 
     async def _run(self) -> None:
         backoff = 0.1

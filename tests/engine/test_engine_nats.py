@@ -261,3 +261,43 @@ async def test_pull_pages_fit_a_broker_with_the_stock_1mb_payload(tmp_path: Path
             assert pulled == engine.core.log.head
     finally:
         srv.stop()
+
+
+async def test_publishing_restarts_right_after_a_purge_and_on_another_log(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    async def stream_messages() -> int:
+        nc = await nats.connect(nats_server.url)
+        try:
+            return int((await nc.jetstream().stream_info(protocol.STREAM)).state.messages)
+        finally:
+            await nc.close()
+
+    async with running_engine(tmp_path / "data", nats_server.url) as engine:
+        dev = await engine.device("alice")
+        await dev.client.push([dev.created() for _ in range(20)])
+        assert engine.server.publisher is not None
+        await engine.server.publisher.drain()
+        head = engine.core.log.head
+    nc = await nats.connect(nats_server.url)
+    await nc.jetstream().purge_stream(protocol.STREAM)  # an operator's purge
+    await nc.close()
+    # The stream's last message is gone: start from the saved mark, go on publishing.
+    async with running_engine(tmp_path / "data", nats_server.url) as engine:
+        dev = await engine.device("bob")
+        await dev.client.push([dev.created() for _ in range(5)])
+        assert engine.server.publisher is not None
+        await engine.server.publisher.drain()
+        assert engine.core.published == engine.core.log.head > head
+        assert await stream_messages() == engine.core.log.head - head
+    # A new log on a broker whose stream holds another log's events: its own
+    # events are published from position 1 (the stream's last one is not its own).
+    before = await stream_messages()
+    async with running_engine(tmp_path / "other", nats_server.url) as engine:
+        dev = await engine.device("carol")
+        await dev.client.push([dev.created() for _ in range(3)])
+        assert engine.server.publisher is not None
+        await engine.server.publisher.drain()
+        assert engine.core.published == engine.core.log.head
+        other_head = engine.core.log.head
+    assert await stream_messages() == before + other_head
