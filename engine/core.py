@@ -79,7 +79,7 @@ class _Batch:
         self.ids: list[bytes] = []  # event ids' bytes, as events
         self.index: dict[bytes, int] = {}
         self.side: list[SideWrite] = []
-        self.reserved: dict[bytes, int] = {}
+        self.reserved: dict[bytes, tuple[str, int]] = {}  # doc id -> (kind, number)
         self.pending_bytes = 0  # estimated stored size of the pushed events planned
         self.engine_events = False  # settings/numbering events planned (see pull)
 
@@ -488,14 +488,24 @@ class EngineCore:
             items.append((str(kind), doc_id, bool(it.get("fresh", False))))
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
-            for kind, _, _ in items:  # before adding anything (belt and braces)
+            # Refusals first: nothing may be added to the batch before them.
+            kinds: dict[bytes, str] = {}
+            for i, (kind, doc_id, _) in enumerate(items):
                 if self.state.counters[kind].last >= MAX_NUMBER - len(items):
                     raise SynvoiceError("conflict", f"the {kind} numbers are exhausted")
+                key = doc_id.bytes
+                held = batch.reserved.get(key) or self._reserved.get(key)
+                had = kinds.setdefault(key, held[0] if held else kind)
+                if had != kind:  # one document, one series
+                    raise SynvoiceError(
+                        "conflict", f"item {i}: document {doc_id} is numbered in the {had} series"
+                    )
             out: list[int] = []
             rows: list[tuple[bytes, str, int]] = []
             for kind, doc_id, fresh in items:
                 key = doc_id.bytes
-                known = batch.reserved.get(key, self._reserved.get(key))
+                held = batch.reserved.get(key) or self._reserved.get(key)
+                known = held[1] if held else None
                 if known is not None and not fresh:
                     out.append(known)
                     continue
@@ -519,7 +529,7 @@ class EngineCore:
                         data={"number": n, "source": "server", "previous": known},
                     )
                 )
-                batch.reserved[key] = n
+                batch.reserved[key] = (kind, n)
                 rows.append((key, kind, n))
                 out.append(n)
             batch.side.append(
@@ -531,7 +541,8 @@ class EngineCore:
             )
             return lambda _base: {"numbers": out}
 
-        return await self._submit(plan, len(items), reserve=[d.bytes for _, d, f in items if not f])
+        # Renumbering (fresh) needs the reservation too: it is the event's "previous".
+        return await self._submit(plan, len(items), reserve=[d.bytes for _, d, _ in items])
 
     # --- admin ----------------------------------------------------------------------
 
@@ -822,7 +833,7 @@ class EngineCore:
     # --- the writer ------------------------------------------------------------------
 
     _existing: dict[bytes, int] = {}
-    _reserved: dict[bytes, int] = {}
+    _reserved: dict[bytes, tuple[str, int]] = {}
 
     async def _submit(
         self,

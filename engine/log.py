@@ -141,14 +141,16 @@ def _open_writer(path: Path, sync: SyncMode) -> sqlite3.Connection:
     return conn
 
 
-def _select_in(conn: sqlite3.Connection, select: str, keys: Sequence[bytes]) -> dict[bytes, int]:
-    """``{key: value}`` for the keys found by ``SELECT key, value ... WHERE key IN (...)``."""
-    found: dict[bytes, int] = {}
+def _select_in(
+    conn: sqlite3.Connection, select: str, keys: Sequence[bytes]
+) -> dict[bytes, tuple[Any, ...]]:
+    """``{key: (values...)}`` for the keys found by ``SELECT key, values... WHERE key IN (...)``."""
+    found: dict[bytes, tuple[Any, ...]] = {}
     for i in range(0, len(keys), 500):
         chunk = keys[i : i + 500]
         q = f"{select} IN ({','.join('?' * len(chunk))})"
-        for k, v in conn.execute(q, chunk):
-            found[bytes(k)] = int(v)
+        for k, *v in conn.execute(q, chunk):
+            found[bytes(k)] = tuple(v)
     return found
 
 
@@ -220,15 +222,21 @@ class EventLog:
 
     async def prefetch(
         self, event_ids: Sequence[bytes], doc_ids: Sequence[bytes]
-    ) -> tuple[dict[bytes, int], dict[bytes, int]]:
-        """In one hop: positions of the event ids already stored, and the numbers
-        reserved for the doc ids (what the writer plans a batch against)."""
+    ) -> tuple[dict[bytes, int], dict[bytes, tuple[str, int]]]:
+        """In one hop: positions of the event ids already stored, and the (kind,
+        number) reserved for the doc ids (what the writer plans a batch against)."""
         w = self._w
 
-        def run() -> tuple[dict[bytes, int], dict[bytes, int]]:
+        def run() -> tuple[dict[bytes, int], dict[bytes, tuple[str, int]]]:
+            stored = _select_in(
+                w, "SELECT event_id, position FROM events WHERE event_id", event_ids
+            )
+            reserved = _select_in(
+                w, "SELECT doc_id, kind, number FROM reservations WHERE doc_id", doc_ids
+            )
             return (
-                _select_in(w, "SELECT event_id, position FROM events WHERE event_id", event_ids),
-                _select_in(w, "SELECT doc_id, number FROM reservations WHERE doc_id", doc_ids),
+                {k: int(v[0]) for k, v in stored.items()},
+                {k: (str(v[0]), int(v[1])) for k, v in reserved.items()},
             )
 
         return await self._call(run)

@@ -301,3 +301,21 @@ async def test_publishing_restarts_right_after_a_purge_and_on_another_log(
         assert engine.core.published == engine.core.log.head
         other_head = engine.core.log.head
     assert await stream_messages() == before + other_head
+
+
+async def test_a_document_keeps_its_series_and_a_renumber_names_the_previous_number(
+    engine: EngineHarness,
+) -> None:
+    dev = await engine.device("alice")
+    doc = uuid.uuid4()
+    assert await dev.client.next_numbers([("invoice", doc)]) == [1]
+    with pytest.raises(SynvoiceError) as err:
+        await dev.client.next_numbers([("quote", doc)])
+    assert err.value.code == "conflict" and "numbered in the invoice series" in err.value.message
+    with pytest.raises(SynvoiceError):  # two series for one document in one request
+        await dev.client.next_numbers([("quote", (other := uuid.uuid4())), ("estimate", other)])
+    assert await dev.client.next_numbers([("invoice", doc)]) == [1]  # same again
+    assert await dev.client.next_numbers([("invoice", doc)], fresh=True) == [2]
+    page = await dev.client.pull(0, 100)
+    assigned = [e for e in page["events"] if e["type"] == "document.number_assigned"]
+    assert [(e["data"]["number"], e["data"]["previous"]) for e in assigned] == [(1, None), (2, 1)]
