@@ -267,7 +267,19 @@ def fold_wire(v: DocumentView, ev: Mapping[str, Any], conflicts: list[Conflict])
             v.issue_date = d.get("issue_date")
             v.due_date = d.get("due_date")
     elif t == "document.number_assigned":
-        # Server numbers are not "edits" between devices: no concurrent-edit check.
+        # A server number is not an edit between devices; a number set by hand is:
+        # two devices renumbering without seeing each other is a conflict.
+        prev = writes.get("number")
+        if (
+            d["source"] != "server"
+            and prev is not None
+            and prev.device_id != device
+            and prev.position
+            and seen < prev.position
+        ):
+            conflicts.append(
+                Conflict(v.doc_id, "number", "concurrent_edit", eid, prev.event_id, pos)
+            )
         writes["number"] = _field_write(pos, eid, device, seen)
         v.number = d["number"]
         v.number_source = d["source"]

@@ -129,6 +129,24 @@ def test_concurrent_edits_are_conflicts_and_edits_after_issue_are_refused() -> N
     assert kinds == [("lines", "concurrent_edit"), ("customer", "edit_after_issue")]
 
 
+def test_two_devices_renumbering_without_seeing_each_other_is_a_conflict() -> None:
+    log = Log()
+    a, b = Dev("dev-a"), Dev("dev-b")
+    doc = a.create(number=5)
+    log.append([doc])
+    a.seen = b.seen = log.head
+    log.append([a.renumber(doc, 6)])
+    log.append([b.renumber(doc, 7)])  # made without seeing 6
+    b.seen = log.head
+    log.append([b.renumber(doc, 8)])  # seen: a renumbering, not a conflict
+    log.append([a.renumber(doc, 9, source="server")])  # server numbers are not edits
+    p = project(log)
+    assert p.docs[str(doc.doc_id)].number == 9
+    ch = p.take_changes()
+    assert [(c[0], c[2], c[3]) for c in ch.conflicts] == [(3, "number", "concurrent_edit")]
+    assert [r[4] for r in ch.renumberings] == [6, 7, 8, 9]
+
+
 def test_history_has_one_row_per_document_event_with_a_summary() -> None:
     log = Log()
     dev = Dev()
