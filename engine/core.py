@@ -489,6 +489,8 @@ class EngineCore:
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
             # Refusals first: nothing may be added to the batch before them.
+            if self.state.mode != "centralized":  # again: a mode change may be queued ahead
+                raise SynvoiceError("mode", f"the server is in {self.state.mode} mode")
             kinds: dict[bytes, str] = {}
             for i, (kind, doc_id, _) in enumerate(items):
                 if self.state.counters[kind].last >= MAX_NUMBER - len(items):
@@ -861,7 +863,8 @@ class EngineCore:
                 await self._commit(jobs)
             except Exception as exc:
                 log.exception("commit failed; reloading state from the log")
-                self.state = await load_state(self.log)
+                if not await self._reload_state(jobs, exc):
+                    return
                 if len(jobs) == 1:
                     _fail(jobs[0], exc)
                     continue
@@ -873,8 +876,24 @@ class EngineCore:
                     try:
                         await self._commit([j])
                     except Exception as exc1:
-                        self.state = await load_state(self.log)
+                        if not await self._reload_state(jobs, exc1):
+                            return
                         _fail(j, exc1)
+
+    async def _reload_state(self, jobs: list[_Job], exc: Exception) -> bool:
+        """The state as the log has it, after a failed commit. If even that fails
+        the writer stops: every request then gets 'unavailable' rather than wait."""
+        try:
+            self.state = await load_state(self.log)
+            return True
+        except Exception:
+            log.exception("the engine state cannot be reloaded: writes stop")
+            self._writer = None
+            for j in jobs:
+                _fail(j, exc)
+            while not self._queue.empty():
+                _fail(self._queue.get_nowait(), exc)
+            return False
 
     async def _commit(self, jobs: list[_Job]) -> None:
         ids = [i for j in jobs for i in j.lookup_ids]
