@@ -65,6 +65,13 @@ class EngineService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _dispatch(self, req: Request) -> None:
+        reply = req._msg.reply  # micro's Request does not expose it
+        if not reply.startswith("_INBOX.") or "*" in reply or ">" in reply:
+            # Replies go to inboxes only: the engine publishes with its own broker
+            # rights, so a request naming e.g. the event stream's subject as its
+            # reply would have it write there.
+            log.warning("request on %s with reply subject %r ignored", req.subject, reply[:80])
+            return
         task = asyncio.create_task(self._handle(req))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

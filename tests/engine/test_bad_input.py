@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -291,3 +292,21 @@ async def test_a_made_up_server_number_is_refused(engine: EngineHarness) -> None
     ok = await dev.client.push([dev.created(number=n, number_source="server")])
     assert ok["results"][0]["duplicate"] is False
     assert engine.core.state.counters["invoice"].last == n
+
+
+async def test_a_reply_subject_outside_the_inboxes_is_not_answered(engine: EngineHarness) -> None:
+    dev = await engine.device("alice")
+    await dev.client.push([dev.created()])
+    assert engine.server.publisher is not None
+    await engine.server.publisher.drain()
+    nc = dev.client.nc
+    js = nc.jetstream()
+    before = (await js.stream_info(protocol.STREAM)).state.messages
+    body = codec.pack({})
+    for reply in ("synvoice.v1.log.invoice.document.created", "$JS.API.STREAM.NAMES", "_INBOX.>"):
+        headers = auth.sign(dev.device_id, dev.secret, protocol.STATUS, body)
+        await nc.publish(protocol.STATUS, body, reply=reply, headers=headers)
+    await nc.flush()
+    await asyncio.sleep(0.3)
+    assert (await js.stream_info(protocol.STREAM)).state.messages == before
+    assert (await dev.client.status())["head"] == engine.core.log.head  # still serving
