@@ -54,13 +54,18 @@ class BillingHome:
         return self.token_path.read_text().strip()
 
     def create(self, token: str) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.pdf_dir.mkdir(exist_ok=True)
+        # Owner-only: the home holds the device secret, customers' data, invoices
+        # and (in billing.toml) perhaps the SMTP password.
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.root.chmod(0o700)
+        self.pdf_dir.mkdir(exist_ok=True, mode=0o700)
         fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(token.strip() + "\n")
         if not self.config_path.exists():
-            self.config_path.write_text(TEMPLATE)
+            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(TEMPLATE)
 
     def lock(self) -> IO[str]:
         """One processing run at a time per billing home."""

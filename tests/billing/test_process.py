@@ -347,6 +347,9 @@ async def test_init_is_repeatable_but_refuses_another_device(
     b = billing
     rc, out, _ = await b.cli("init", "--token", b.token)
     assert rc == 0 and "billing home ready" in out
+    # owner-only: the home holds the device secret and perhaps the SMTP password
+    for p in (b.home, b.home / "billing.toml", b.home / "device.token"):
+        assert p.stat().st_mode & 0o077 == 0, p
     other = await b.engine.device("bob")
     assert other.enrollment is not None
     rc, _, err = await b.cli("init", "--token", other.enrollment.token())
