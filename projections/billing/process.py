@@ -157,6 +157,10 @@ def deliver(
         return Outcome(work=work, ok=True, channel="none", **base)
     except DeliveryError as exc:
         return failed(work, "deliver", str(exc), **base)
+    except Exception as exc:  # e.g. smtplib's UnicodeEncodeError, a print command's
+        # PermissionError: one sale's failure must not abort the run, or the sales
+        # already delivered in it would go unrecorded and be sent again next run.
+        return failed(work, "deliver", f"{type(exc).__name__}: {exc}", **base)
 
 
 async def run(

@@ -204,6 +204,14 @@ async def test_print_to_spool_and_failing_print_command(billing: Billing, tmp_pa
     assert rc == 2
     st = await statuses(b)
     assert "print command not found" in st["P3"]["reason"]
+    # A command that cannot be run at all (not executable) fails this sale only.
+    lp = tmp_path / "lp"
+    lp.write_text("#!/bin/sh\n")
+    lp.chmod(0o600)
+    rc, _, _err = await b.cli("process", "nov", "--action", "print", "--print-command", str(lp))
+    assert rc == 2
+    st = await statuses(b)
+    assert st["P3"]["status"] == "Failed" and "PermissionError" in st["P3"]["reason"]
 
 
 async def test_crash_between_invoice_and_outcome_never_invoices_twice(
