@@ -53,6 +53,8 @@ class EngineClient:
     async def connect(
         cls, url: str, device_id: str, secret: bytes, timeout: float = 10.0, **opts: Any
     ) -> EngineClient:
+        if device_id == protocol.ADMIN_DEVICE:
+            opts.setdefault("inbox_prefix", protocol.ADMIN_INBOX)
         nc = await nats.connect(server_list(url), **opts)
         return cls(nc, device_id, secret, timeout)
 

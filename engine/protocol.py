@@ -32,6 +32,9 @@ HDR_POSITION = "Synvoice-Position"
 HDR_HASH = "Synvoice-Hash"
 
 ADMIN_DEVICE = "admin"
+# The admin tools' reply inbox: not under ``_INBOX.``, which the device and reader
+# users of a hand-secured broker may read (enroll replies carry device secrets).
+ADMIN_INBOX = "_INBOX_ADMIN"
 
 
 def log_subject(kind: str | None, type_: str) -> str:

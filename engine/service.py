@@ -66,7 +66,11 @@ class EngineService:
 
     async def _dispatch(self, req: Request) -> None:
         reply = req._msg.reply  # micro's Request does not expose it
-        if not reply.startswith("_INBOX.") or "*" in reply or ">" in reply:
+        if (
+            not reply.startswith(("_INBOX.", protocol.ADMIN_INBOX + "."))
+            or "*" in reply
+            or ">" in reply
+        ):
             # Replies go to inboxes only: the engine publishes with its own broker
             # rights, so a request naming e.g. the event stream's subject as its
             # reply would have it write there.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import secrets
 import shlex
 from pathlib import Path
+
+import nats
 
 from engine import codec, protocol
 from engine.cli import build_parser
@@ -60,6 +63,19 @@ async def test_secure_example_broker_with_external_engine(tmp_path: Path) -> Non
             f"tls://devices:{pw['DEVICE']}@{hostport}", errors, **enrollment.nats_options()
         )
         try:
+            # Devices share one broker user allowed on _INBOX.>: the admin tools'
+            # replies (enroll: a new device's secret) are not there to be read.
+            seen: list[bytes] = []
+
+            async def keep(msg: nats.aio.msg.Msg) -> None:
+                seen.append(msg.data)
+
+            spy = await nc.subscribe("_INBOX.>", cb=keep)
+            await nc.flush()
+            secret = (await admin.enroll("mallory-target"))["secret"]
+            await asyncio.sleep(0.5)
+            await spy.unsubscribe()
+            assert not [m for m in seen if b"secret" in m or secret.encode() in m]
             await _violations(
                 nc,
                 errors,
