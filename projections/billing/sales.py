@@ -229,7 +229,7 @@ def sale_from_obj(obj: Any, source: str | None = None) -> SaleRecorded:
 def parse_json(text: str, name: str = "input") -> list[SaleRecorded]:
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, a 5,000-digit int, deep nesting
         raise SynvoiceError("bad_request", f"{name}: not valid JSON ({exc})") from None
     return sales_from_doc(doc, name, source=f"import:{name}")
 

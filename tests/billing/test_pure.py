@@ -204,6 +204,12 @@ def test_garbage_json_gives_only_clear_errors(doc: Any) -> None:
         assert exc.message.startswith("g.json") and "\n" not in exc.message
 
 
+@pytest.mark.parametrize("text", ["[" + "1" * 5000 + "]", "[" * 100_000 + "]" * 100_000])
+def test_json_past_the_parsers_limits_is_a_clear_error(text: str) -> None:
+    with pytest.raises(SynvoiceError, match="not valid JSON"):
+        parse_json(text, "big.json")
+
+
 def test_json_forms() -> None:
     one = sale_obj("A", lines=None, amount=None)
     one["lines"] = [{"description": "a", "quantity": "2", "unit_price": "3", "tax_rate": "10"}]
