@@ -103,11 +103,20 @@ class SyncResult:
 
 def _model(model: type[BaseModel], **kw: Any) -> Any:
     try:
-        return model(**kw)
+        m = model(**kw)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SynvoiceError("schema", f"{where}: {first['msg']}") from None
+    # Refused here, before a number is taken or anything shows as done: the engine
+    # would set the event aside at the next sync (1 KiB left for the envelope).
+    size = len(codec.pack(m.model_dump(mode="json")))
+    if size + 1024 > protocol.MAX_EVENT_BYTES:
+        raise SynvoiceError(
+            "too_large",
+            f"this change is {size:,} bytes; an event may hold {protocol.MAX_EVENT_BYTES:,}",
+        )
+    return m
 
 
 def _customer(c: Customer | dict[str, Any] | str | None) -> Customer | None:
@@ -506,7 +515,15 @@ class DeviceAgent:
         """
         client = self._require_online()
         async with self._sync_lock:
-            pushed, dups, rejected = await self._push_all(client)
+            try:
+                pushed, dups, rejected = await self._push_all(client)
+            except SynvoiceError as exc:
+                if exc.code == "unavailable":
+                    raise
+                # Refused for a reason that is not one event's (an edition limit,
+                # say): the device still gets everyone else's work, then hears why.
+                await self._pull_all(client, on_progress)
+                raise
             pulled = await self._pull_all(client, on_progress)
             at = now().isoformat()
             self._last_sync = at
@@ -877,7 +894,10 @@ class DeviceAgent:
                     return 0, "device"
                 n = self.numbering.next_number(kind, self.user)
                 return (n or 0), "device"
-            if exc.code in ("unavailable", "internal"):
+            if exc.code in ("unavailable", "internal", "unauthorized", "limit"):
+                # No server number now (down, the device's clock off, an edition
+                # limit): number 0, assigned later, as offline. A revoked device
+                # is told at once: what it makes would never be accepted.
                 return 0, "device"
             raise
 

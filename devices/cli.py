@@ -25,7 +25,13 @@ from engine.events import KINDS, Customer, Line
 from projections.document import DocumentView
 
 DEFAULT_HOME = os.environ.get("SYNVOICE_DEVICE_HOME", "./device")
-DEFAULT_TIMEOUT = float(os.environ.get("SYNVOICE_DEVICE_TIMEOUT", "2"))
+try:
+    DEFAULT_TIMEOUT = float(os.environ.get("SYNVOICE_DEVICE_TIMEOUT", "2"))
+except ValueError:  # a bad value must not break every synvoice command
+    DEFAULT_TIMEOUT = 2.0
+# Refusals of a sync that leave the device working locally (clock skew, edition
+# limit, revoked); `device sync` itself reports them as errors.
+REFUSALS = frozenset({"unauthorized", "limit", "revoked", "forbidden"})
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -172,6 +178,9 @@ async def _go_online(agent: DeviceAgent, args: argparse.Namespace) -> bool:
     except SynvoiceError as exc:
         if exc.code == "unavailable":
             _note(args, f"offline: the engine does not answer ({exc.message}); working locally")
+            return False
+        if exc.code in REFUSALS:  # the device still works on what it has
+            _note(args, f"not synced: the engine refused ({exc}); working locally")
             return False
         raise
 
@@ -334,11 +343,14 @@ async def _cmd_sync(args: argparse.Namespace) -> int:
                 f"synced: pushed {r.pushed} (already there {r.duplicates}), pulled {r.pulled}; "
                 f"position {r.position}, {r.pending} pending"
             )
-            if r.rejected:
-                print(f"{r.rejected} event(s) refused by the engine: see `synvoice device status`")
             dups = agent.duplicates()
             if dups:
                 print(f"{len(dups)} duplicate number(s): see `synvoice device duplicates`")
+        if r.rejected:
+            raise CliError(
+                f"{r.rejected} event(s) refused by the engine and set aside: "
+                "see `synvoice device status`"
+            )
         return 0
     finally:
         await agent.close()

@@ -20,6 +20,7 @@ changed and the new last position are stored together or not at all.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
@@ -32,6 +33,7 @@ import msgspec
 
 from devices.gcpause import gc_paused
 from engine import codec
+from engine.errors import SynvoiceError
 from engine.events import Event, parse_event
 from projections.document import Conflict, DocumentView, FieldWrite
 
@@ -164,14 +166,18 @@ class DeviceStore:
     @classmethod
     async def open(cls, path: Path) -> DeviceStore:
         conn = await aiosqlite.connect(path, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: an event the device accepted is on disk before the call returns.
-        await conn.execute("PRAGMA synchronous=FULL")
-        await conn.execute("PRAGMA busy_timeout=5000")
-        # A catch-up inserts into the events_doc index at random places: keep its
-        # pages cached (a cap, not an allocation; SQLite's default is 2 MiB).
-        await conn.execute("PRAGMA cache_size=-65536")
-        await conn.executescript(SCHEMA)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: an event the device accepted is on disk before the call returns.
+            await conn.execute("PRAGMA synchronous=FULL")
+            await conn.execute("PRAGMA busy_timeout=5000")
+            # A catch-up inserts into the events_doc index at random places: keep its
+            # pages cached (a cap, not an allocation; SQLite's default is 2 MiB).
+            await conn.execute("PRAGMA cache_size=-65536")
+            await conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            await conn.close()  # its thread would keep the process from exiting
+            raise SynvoiceError("bad_request", f"{path} is not a device store: {exc}") from None
         return cls(conn, path)
 
     async def close(self) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -542,8 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return int(result or 0)
-    except (CliError, SynvoiceError, FileNotFoundError, RuntimeError, ConnectionError) as exc:
-        print(f"synvoice: error: {exc}", file=sys.stderr)
+    except (CliError, SynvoiceError, OSError, RuntimeError, sqlite3.Error) as exc:
+        # OSError covers missing or unwritable paths and connection failures.
+        print(f"synvoice: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

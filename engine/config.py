@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import protocol
 from engine.log import SyncMode
 
 
@@ -65,7 +66,7 @@ class EngineConfig:
     license_key: str | None = _opt("LICENSE_KEY")
     vendor_public_key: str | None = _opt("VENDOR_PUBLIC_KEY")
     max_request_bytes: int = _int("MAX_REQUEST_BYTES", 4 * 1024 * 1024)
-    max_event_bytes: int = _int("MAX_EVENT_BYTES", 64 * 1024)
+    max_event_bytes: int = _int("MAX_EVENT_BYTES", protocol.MAX_EVENT_BYTES)
     max_batch_events: int = _int("MAX_BATCH_EVENTS", 5000)
     pull_limit: int = _int("PULL_LIMIT", 5000)
     pull_max_bytes: int = _int("PULL_MAX_BYTES", 4 * 1024 * 1024)

@@ -31,6 +31,9 @@ LOG_SUBJECTS = f"{PREFIX}.log.>"
 HDR_POSITION = "Synvoice-Position"
 HDR_HASH = "Synvoice-Hash"
 
+# The engine's default limit on one stored event (SYNVOICE_MAX_EVENT_BYTES); the
+# device agent refuses bigger edits before making them.
+MAX_EVENT_BYTES = 64 * 1024
 ADMIN_DEVICE = "admin"
 # The admin tools' reply inbox: not under ``_INBOX.``, which the device and reader
 # users of a hand-secured broker may read (enroll replies carry device secrets).

@@ -76,6 +76,22 @@ def test_bad_input_gives_one_line_and_non_zero_exit(
         code, out, err = run(argv, capsys)
         assert code == 1, (argv, out, err)
         assert expected in one_line_error(err), (argv, err)
+    # too big for one event: refused before anything is made (or a number taken)
+    big = ["--line", "x" * 1000 + ":1:1"] * 80
+    code, _, err = run(["device", "create", *off, "--customer", "Big", *big], capsys)
+    assert code == 1 and "an event may hold" in one_line_error(err)
+    # a damaged store, a home that is a file: one line, and the command ends
+    (tmp_path / "dev" / "device.sqlite").write_bytes(b"garbage" * 1000)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / "dev" / f"device.sqlite{suffix}").unlink(missing_ok=True)
+    code, _, err = run(["device", "list", *off], capsys)
+    assert code == 1 and "not a device store" in one_line_error(err)
+    (tmp_path / "plain-file").write_text("x")
+    code, _, err = run(
+        ["device", "init", "--home", str(tmp_path / "plain-file"), "--token", NOWHERE], capsys
+    )
+    assert code == 1
+    one_line_error(err)
     # argparse-level mistakes: one line too, exit status 2
     for argv in (
         ["device", "create", *off, "--kind", "receipt"],
@@ -218,3 +234,31 @@ def test_demo_plays_the_seed_stories(capsys: pytest.CaptureFixture[str]) -> None
         "cat": [3, 6, 9],
     }
     assert dist["duplicates"] == []
+
+
+async def test_a_refused_device_still_reads_locally_and_says_why(
+    tmp_path: Path, engine: EngineHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = await engine.admin()
+    token = await enroll_token(admin, engine.url, "alice")
+    home = str(tmp_path / "laptop")
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        return await asyncio.to_thread(run, list(argv), capsys)
+
+    assert (await cli("device", "init", "--home", home, "--token", token))[0] == 0
+    device_id = json.loads((await cli("device", "status", "--home", home, "--json"))[1])[
+        "device_id"
+    ]
+    await admin.revoke(device_id)
+    # reading goes on, with a note saying why it did not sync
+    code, out, err = await cli("device", "list", "--home", home, "--json")
+    assert code == 0 and json.loads(out) == [] and "refused" in err and "revoked" in err, err
+    code, out, _ = await cli("device", "status", "--home", home, "--json")
+    assert code == 0 and json.loads(out)["device_id"] == device_id
+    # making a document needs a server number the engine refuses it: say so
+    code, _, err = await cli("device", "create", "--home", home, "--customer", "Acme")
+    assert code == 1 and "revoked" in one_line_error(err)
+    # an explicit sync says it failed
+    code, _, err = await cli("device", "sync", "--home", home)
+    assert code == 1 and "revoked" in one_line_error(err)

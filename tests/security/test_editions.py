@@ -305,3 +305,37 @@ async def test_garbage_admin_requests_get_structured_errors(
         assert subject == protocol.ADMIN_INTEGRATION and body.get("action") in ("add", "list")
     await admin.close()
     engine.clients.remove(admin)
+
+
+async def test_a_device_over_the_data_limit_still_pulls_everyone_elses_work(
+    make_engine: MakeEngine, vendor: Vendor, tmp_path: Path
+) -> None:
+    from devices.agent import DeviceAgent
+    from tests.devices.conftest import FAST, enroll_token
+
+    eng = await make_engine()
+    admin = await eng.admin()
+    await admin.register(vendor.issue("single", max_data_bytes=20_000))
+    a = await DeviceAgent.init(
+        tmp_path / "a", await enroll_token(admin, eng.url, "alice"), background=False, **FAST
+    )
+    b = await DeviceAgent.init(
+        tmp_path / "b", await enroll_token(admin, eng.url, "alice"), background=False, **FAST
+    )
+    try:
+        for agent in (a, b):
+            assert await agent.connect(timeout=5)
+            await agent.sync()
+        await b.create("invoice", "Small Ltd")
+        await b.sync()
+        big = [Line(description="x" * 1000, quantity=1, unit_price=1)] * 28
+        await a.create("invoice", "Big Ltd", big)
+        with pytest.raises(SynvoiceError) as err:
+            await a.sync()
+        assert err.value.code == "limit"
+        assert a.pending_count() == 1  # kept, pushed once the limit allows it
+        names = {d.customer["name"] for d in a.documents() if d.customer}
+        assert names == {"Big Ltd", "Small Ltd"}  # b's invoice was pulled all the same
+    finally:
+        await a.close()
+        await b.close()
