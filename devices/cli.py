@@ -390,14 +390,26 @@ async def _cmd_renumber(args: argparse.Namespace) -> int:
 
 async def _cmd_edit(args: argparse.Namespace) -> int:
     lines = [parse_line(x) for x in args.line] if args.line else None
-    customer = _customer(args)
+    given = {k: getattr(args, k) for k in ("customer", "email", "address")}
     dates = args.issue_date is not None or args.due_date is not None
-    if customer is None and lines is None and not dates:
-        raise CliError("nothing to change: give --customer, --line or a date")
+    if all(v is None for v in given.values()) and lines is None and not dates:
+        raise CliError("nothing to change: give --customer, --email, --address, --line or a date")
 
     async def act(agent: DeviceAgent, online: bool) -> int:
         doc_id = resolve(agent, args.doc)
-        if customer is not None:
+        if any(v is not None for v in given.values()):
+            # What is not given stays as it is (--email alone changes the e-mail).
+            fields = dict(agent.document(doc_id).customer or {})
+            if given["customer"] is None and not fields.get("name"):
+                raise CliError("this document has no customer yet: give --customer")
+            fields.update(
+                {"name" if k == "customer" else k: v for k, v in given.items() if v is not None}
+            )
+            try:
+                customer = Customer(**fields)
+            except ValueError as exc:
+                msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                raise CliError(f"--customer: {msg}") from None
             await agent.edit_customer(doc_id, customer)
         if lines is not None:
             await agent.edit_lines(doc_id, lines)

@@ -164,6 +164,11 @@ async def test_cli_against_a_real_engine(
     assert code == 0 and "invoice 2" in out
     code, out, _ = await cli("device", "edit", *base, "invoice:1", "--due-date", "2026-12-31")
     assert code == 0
+    # a customer field given alone changes only that field
+    code, out, _ = await cli("device", "edit", *base, "invoice:1", "--address", "1 Main St")
+    code, out, _ = await cli("device", "show", *base, "invoice:1", "--json")
+    c = json.loads(out)["customer"]
+    assert (c["name"], c["email"], c["address"]) == ("Acme", "ap@acme.test", "1 Main St")
     code, out, _ = await cli("device", "issue", *base, "invoice:1")
     assert code == 0 and "issued" in out
     code, out, _ = await cli("device", "void", *base, "invoice:2", "--reason", "duplicate")
@@ -176,6 +181,7 @@ async def test_cli_against_a_real_engine(
         "document.number_assigned",  # the server's number, logged when handed out
         "document.created",
         "document.dates_changed",
+        "document.customer_changed",
         "document.issued",
     ]
     code, out, _ = await cli("device", "show", *base, "invoice:1")
