@@ -1134,6 +1134,15 @@ class DeviceAgent:
         self._vcache.pop(doc_id, None)
 
     async def _store_pending(self, rows: list[tuple[str, str, int]]) -> None:
+        # A background pull may have brought the engine's number_assigned already
+        # (the head notice can beat the reply): then nothing is pending.
+        rows = [
+            (doc, kind, n)
+            for doc, kind, n in rows
+            if not ((v := self._synced.get(doc)) and v.number == n and v.number_source == "server")
+        ]
+        if not rows:
+            return
         await self.store.set_pending_numbers(rows)
         for doc, kind, n in rows:
             self._pending_numbers[doc] = (kind, n)
