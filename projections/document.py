@@ -209,11 +209,25 @@ def _content_write(
             Conflict(v.doc_id, fld, "edit_after_issue", issued.event_id if issued else "", eid, pos)
         )
         return False
-    prev = writes.get(fld)
+    _write(v, fld, pos, eid, device, seen, conflicts)
+    return True
+
+
+def _write(
+    v: DocumentView,
+    fld: str,
+    pos: int,
+    eid: str,
+    device: str,
+    seen: int,
+    conflicts: list[Conflict],
+) -> None:
+    """Record a write of ``fld``; a conflict if it was made without seeing the
+    earlier write of another device."""
+    prev = v.writes.get(fld)
     if prev is not None and prev.device_id != device and prev.position and seen < prev.position:
         conflicts.append(Conflict(v.doc_id, fld, "concurrent_edit", eid, prev.event_id, pos))
-    writes[fld] = _field_write(pos, eid, device, seen)
-    return True
+    v.writes[fld] = _field_write(pos, eid, device, seen)
 
 
 def fold_wire(v: DocumentView, ev: Mapping[str, Any], conflicts: list[Conflict]) -> None:
@@ -269,18 +283,10 @@ def fold_wire(v: DocumentView, ev: Mapping[str, Any], conflicts: list[Conflict])
     elif t == "document.number_assigned":
         # A server number is not an edit between devices; a number set by hand is:
         # two devices renumbering without seeing each other is a conflict.
-        prev = writes.get("number")
-        if (
-            d["source"] != "server"
-            and prev is not None
-            and prev.device_id != device
-            and prev.position
-            and seen < prev.position
-        ):
-            conflicts.append(
-                Conflict(v.doc_id, "number", "concurrent_edit", eid, prev.event_id, pos)
-            )
-        writes["number"] = _field_write(pos, eid, device, seen)
+        if d["source"] == "server":
+            writes["number"] = _field_write(pos, eid, device, seen)
+        else:
+            _write(v, "number", pos, eid, device, seen, conflicts)
         v.number = d["number"]
         v.number_source = d["source"]
     elif t == "document.issued":
