@@ -15,9 +15,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import msgpack
-
-from engine import auth, codec, protocol
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
 from engine.hashchain import ChainVerifier
@@ -137,48 +134,22 @@ class Follower:
 async def pull_rows(
     client: EngineClient, after: int, limit: int = 5000
 ) -> tuple[int, bool, list[Row]]:
-    """One pull page as exact stored bytes: (head, more, rows).
-
-    ``EngineClient.pull`` decodes the events; verifying the chain needs the bytes
-    exactly as stored, so this signs the same request and slices each event's
-    bytes out of the reply.
-    """
-    body = codec.pack({"after": after, "limit": limit, "hashes": True})
-    headers = auth.sign(client.device_id, client.secret, protocol.PULL, body)
+    """One pull page as exact stored bytes: (head, more, rows). Verifying the chain
+    needs the bytes exactly as stored (``EngineClient.pull_page`` keeps them)."""
     try:
-        msg = await client.nc.request(protocol.PULL, body, timeout=client.timeout, headers=headers)
-    except Exception as exc:
+        page = await client.pull_page(after, limit, hashes=True)
+    except SynvoiceError:
+        raise
+    except Exception as exc:  # the connection itself (closed, reconnecting)
         raise SynvoiceError("unavailable", f"pull from the engine failed: {exc}") from None
-    up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(msg.data) + 1)
-    up.feed(msg.data)
-    head, more = 0, False
-    bodies: list[bytes] = []
-    hashes: list[bytes] = []
-    try:
-        for _ in range(up.read_map_header()):
-            key = up.unpack()
-            if key == "events":
-                for _ in range(up.read_array_header()):
-                    start = up.tell()
-                    up.skip()
-                    bodies.append(msg.data[start : up.tell()])
-            elif key == "error":
-                err = up.unpack()
-                raise SynvoiceError(str(err.get("code")), str(err.get("message")))
-            elif key == "head":
-                head = int(up.unpack())
-            elif key == "more":
-                more = bool(up.unpack())
-            elif key == "hashes":
-                hashes = [bytes(h) for h in up.unpack()]
-            else:
-                up.skip()
-    except (msgpack.UnpackException, ValueError) as exc:
-        raise SynvoiceError("bad_request", f"unreadable pull reply: {exc}") from None
-    if len(hashes) != len(bodies):
+    hashes = page.hashes or []
+    if len(hashes) != len(page.events):
         raise SynvoiceError("internal", "the engine's pull reply has no hashes")
-    rows = [(after + 1 + i, b, h) for i, (b, h) in enumerate(zip(bodies, hashes, strict=True))]
-    return head, more, rows
+    rows = [
+        (after + 1 + i, bytes(b), bytes(h))
+        for i, (b, h) in enumerate(zip(page.events, hashes, strict=True))
+    ]
+    return page.head, page.more, rows
 
 
 def engine_filler(client: EngineClient, page: int = 5000) -> Filler:
