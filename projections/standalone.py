@@ -29,7 +29,7 @@ from engine.client import EngineClient
 from engine.errors import SynvoiceError
 from engine.server import connect_nats
 from projections.follow import GAPS_EVERY, Follower, Row, engine_filler, pull_rows
-from projections.store import ViewsError, ViewStore, lock_views
+from projections.store import ViewStore, lock_views
 
 log = logging.getLogger("synvoice.projections.standalone")
 
@@ -62,6 +62,14 @@ class StandaloneProjection:
         self._wake = asyncio.Event()
 
     async def run(self, stop: asyncio.Event, ready: Callable[[int], None] | None = None) -> None:
+        # One fold writes a views file: refuse before connecting if another does.
+        lock = lock_views(self.views, wait=False)
+        try:
+            await self._run(stop, ready)
+        finally:
+            os.close(lock)
+
+    async def _run(self, stop: asyncio.Event, ready: Callable[[int], None] | None) -> None:
         async def quiet(exc: Exception) -> None:  # errors surface where they matter
             log.debug("broker: %s", exc)
 
@@ -73,13 +81,6 @@ class StandaloneProjection:
                 self.nats_url, name + "-stream", error_cb=quiet, **self.stream_options
             )
         client = EngineClient(nc, self.device_id, self.secret)
-        try:
-            lock = lock_views(self.views, wait=False)
-        except ViewsError:
-            await nc.close()
-            if snc is not nc:
-                await snc.close()
-            raise
         store = await asyncio.to_thread(ViewStore.open, self.views)
         sub = None
         try:
@@ -119,7 +120,6 @@ class StandaloneProjection:
                 except Exception:
                     pass
             await asyncio.to_thread(store.close)
-            os.close(lock)
 
     async def _subscribe(self, js: JetStreamContext) -> Any:
         try:
