@@ -122,8 +122,12 @@ def _customer(args: argparse.Namespace) -> Customer | None:
         if args.email or args.address:
             raise CliError("--email and --address need --customer")
         return None
+    return _make_customer({"name": args.customer, "email": args.email, "address": args.address})
+
+
+def _make_customer(fields: dict[str, Any]) -> Customer:
     try:
-        return Customer(name=args.customer, email=args.email, address=args.address)
+        return Customer(**fields)
     except ValueError as exc:
         msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
         raise CliError(f"--customer: {msg}") from None
@@ -405,12 +409,7 @@ async def _cmd_edit(args: argparse.Namespace) -> int:
             fields.update(
                 {"name" if k == "customer" else k: v for k, v in given.items() if v is not None}
             )
-            try:
-                customer = Customer(**fields)
-            except ValueError as exc:
-                msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-                raise CliError(f"--customer: {msg}") from None
-            await agent.edit_customer(doc_id, customer)
+            await agent.edit_customer(doc_id, _make_customer(fields))
         if lines is not None:
             await agent.edit_lines(doc_id, lines)
         if dates:
