@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -139,16 +140,23 @@ def test_parse_line() -> None:
         parse_line("a:b")
 
 
+def cli_of(capsys: pytest.CaptureFixture[str]) -> Callable[..., Awaitable[tuple[int, str, str]]]:
+    """``await cli(*argv)`` from a test's event loop."""
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        # main() runs its own event loop: give it a thread
+        return await asyncio.to_thread(run, list(argv), capsys)
+
+    return cli
+
+
 async def test_cli_against_a_real_engine(
     tmp_path: Path, engine: EngineHarness, capsys: pytest.CaptureFixture[str]
 ) -> None:
     admin = await engine.admin()
     token = await enroll_token(admin, engine.url, "alice")
     home = str(tmp_path / "laptop")
-
-    async def cli(*argv: str) -> tuple[int, str, str]:
-        # main() runs its own event loop: give it a thread
-        return await asyncio.to_thread(run, list(argv), capsys)
+    cli = cli_of(capsys)
 
     code, out, _ = await cli("device", "init", "--home", home, "--token", token)
     assert code == 0 and "alice" in out
@@ -248,10 +256,7 @@ async def test_a_refused_device_still_reads_locally_and_says_why(
     admin = await engine.admin()
     token = await enroll_token(admin, engine.url, "alice")
     home = str(tmp_path / "laptop")
-
-    async def cli(*argv: str) -> tuple[int, str, str]:
-        return await asyncio.to_thread(run, list(argv), capsys)
-
+    cli = cli_of(capsys)
     assert (await cli("device", "init", "--home", home, "--token", token))[0] == 0
     device_id = json.loads((await cli("device", "status", "--home", home, "--json"))[1])[
         "device_id"

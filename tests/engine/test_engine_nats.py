@@ -273,33 +273,29 @@ async def test_publishing_restarts_right_after_a_purge_and_on_another_log(
         finally:
             await nc.close()
 
-    async with running_engine(tmp_path / "data", nats_server.url) as engine:
-        dev = await engine.device("alice")
-        await dev.client.push([dev.created() for _ in range(20)])
-        assert engine.server.publisher is not None
-        await engine.server.publisher.drain()
-        head = engine.core.log.head
+    async def push_and_publish(data: str, user: str, n: int) -> tuple[int, int]:
+        """An engine on ``data`` takes ``n`` events and publishes everything:
+        (its log head, its published mark)."""
+        async with running_engine(tmp_path / data, nats_server.url) as engine:
+            dev = await engine.device(user)
+            await dev.client.push([dev.created() for _ in range(n)])
+            assert engine.server.publisher is not None
+            await engine.server.publisher.drain()
+            return engine.core.log.head, engine.core.published
+
+    head, _ = await push_and_publish("data", "alice", 20)
     nc = await nats.connect(nats_server.url)
     await nc.jetstream().purge_stream(protocol.STREAM)  # an operator's purge
     await nc.close()
     # The stream's last message is gone: start from the saved mark, go on publishing.
-    async with running_engine(tmp_path / "data", nats_server.url) as engine:
-        dev = await engine.device("bob")
-        await dev.client.push([dev.created() for _ in range(5)])
-        assert engine.server.publisher is not None
-        await engine.server.publisher.drain()
-        assert engine.core.published == engine.core.log.head > head
-        assert await stream_messages() == engine.core.log.head - head
+    head2, published = await push_and_publish("data", "bob", 5)
+    assert published == head2 > head
+    assert await stream_messages() == head2 - head
     # A new log on a broker whose stream holds another log's events: its own
     # events are published from position 1 (the stream's last one is not its own).
     before = await stream_messages()
-    async with running_engine(tmp_path / "other", nats_server.url) as engine:
-        dev = await engine.device("carol")
-        await dev.client.push([dev.created() for _ in range(3)])
-        assert engine.server.publisher is not None
-        await engine.server.publisher.drain()
-        assert engine.core.published == engine.core.log.head
-        other_head = engine.core.log.head
+    other_head, published = await push_and_publish("other", "carol", 3)
+    assert published == other_head
     assert await stream_messages() == before + other_head
 
 
