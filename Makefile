@@ -27,9 +27,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check engine devices projections tests
 	$(BIN)/ruff format --check engine devices projections tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(VENV)/.installed
-	$(BIN)/synvoice bench
+	$(BIN)/python -m tests.bench
 
 demo: $(VENV)/.installed
 	$(BIN)/synvoice demo

@@ -35,26 +35,21 @@ from devices.numbering import DeviceNumbering, duplicates
 from devices.store import STORE_VERSION, VIEW_SHAPE, DeviceStore, OutboxItem, PageWrite
 from engine import codec, protocol
 from engine.client import EngineClient, PulledPage
+from engine.document import Conflict, DocumentView, apply
 from engine.enrollment import Enrollment, parse_token
 from engine.errors import SynvoiceError
-from engine.events import (
-    KINDS,
+from engine.events import Event, new_event, now
+from engine.schema.common import KINDS, Customer, Line, NumberSource
+from engine.schema.documents import (
     Converted,
-    Customer,
     CustomerChanged,
     DatesChanged,
     DocumentCreated,
-    Event,
     Issued,
-    Line,
     LinesChanged,
     NumberAssigned,
-    NumberSource,
     Voided,
-    new_event,
-    now,
 )
-from projections.document import Conflict, DocumentView, apply
 
 log = logging.getLogger("synvoice.device")
 

@@ -27,9 +27,10 @@ from devices.gcpause import gc_paused
 from devices.numbering import OBSERVED_TYPES
 from devices.store import EventRow
 from engine.client import PulledPage
+from engine.document import Conflict, DocumentView, fold_wire
 from engine.errors import SynvoiceError
-from engine.events import REGISTRY, parse_event
-from projections.document import Conflict, DocumentView, fold_wire
+from engine.events import parse_event
+from engine.schema.registry import REGISTRY
 
 log = logging.getLogger("synvoice.device")
 

@@ -20,9 +20,9 @@ from typing import Any, NoReturn
 from devices.agent import DeviceAgent, SyncResult
 from devices.progress import SyncProgress
 from engine.cli import CliError, add_json_arg, print_json
+from engine.document import DocumentView
 from engine.errors import SynvoiceError
-from engine.events import KINDS, Customer, Line
-from projections.document import DocumentView
+from engine.schema.common import KINDS, Customer, Line
 
 DEFAULT_HOME = os.environ.get("SYNVOICE_DEVICE_HOME", "./device")
 try:

@@ -22,8 +22,8 @@ from engine.cli import print_json
 from engine.client import EngineClient
 from engine.config import EngineConfig
 from engine.enrollment import Enrollment
-from engine.events import Line
 from engine.protocol import ADMIN_DEVICE
+from engine.schema.common import Line
 from engine.server import EngineServer
 
 LINES = [Line(description="Consulting", quantity=2, unit_price=150, tax_rate=20)]

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from engine.events import KINDS, Event
+from engine.document import DocumentView
+from engine.events import Event
 from engine.numbering import (
     Epoch,
     close_epochs,
@@ -29,7 +30,7 @@ from engine.numbering import (
     epoch_owner,
     fold_epoch_event,
 )
-from projections.document import DocumentView
+from engine.schema.common import KINDS
 
 # The event types ``observe_wire`` folds; every other type leaves the numbering as it
 # is, so a catch-up hands over only these.

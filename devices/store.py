@@ -33,9 +33,9 @@ import msgspec
 
 from devices.gcpause import gc_paused
 from engine import codec
+from engine.document import Conflict, DocumentView, FieldWrite
 from engine.errors import SynvoiceError
 from engine.events import Event, parse_event
-from projections.document import Conflict, DocumentView, FieldWrite
 
 # Pulled events by document (history). A long catch-up drops it and makes it again
 # at the end: one sort instead of 100k inserts at random places; ``open`` makes it
@@ -79,7 +79,7 @@ STORE_VERSION = 1
 _VIEW_FIELDS = tuple(f.name for f in fields(DocumentView))
 _WRITE_FIELDS = tuple(f.name for f in fields(FieldWrite))
 # Stored views are valid only for the DocumentView shape that wrote them; when
-# projections.document changes, views are re-folded from the stored events.
+# engine.document changes, views are re-folded from the stored events.
 VIEW_SHAPE = ",".join(_VIEW_FIELDS) + "|" + ",".join(_WRITE_FIELDS)
 
 

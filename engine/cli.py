@@ -1,14 +1,13 @@
 """``synvoice``: the command line (server side here; other packages add theirs).
 
-Subcommands from other packages are found by importing the modules in
-``PLUGINS`` and calling their ``register(subparsers)``.
+Subcommands from the packages above the engine come from the ``synvoice.cli``
+entry points (``engine.plugins``): each is a ``register(subparsers)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import sqlite3
@@ -19,8 +18,6 @@ from typing import Any
 
 from engine.config import EngineConfig
 from engine.errors import SynvoiceError
-
-PLUGINS = ("devices.cli", "projections.cli", "projections.billing_cli", "engine.bench")
 
 Handler = Callable[[argparse.Namespace], Awaitable[int] | int]
 
@@ -521,14 +518,11 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--public-key", type=Path, help="also trust this vendor-public.txt")
     p.set_defaults(handler=_cmd_vendor_show)
 
-    for mod_name in PLUGINS if plugins else ():
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod_name:
-                continue
-            raise
-        mod.register(sub)
+    if plugins:
+        from engine import plugins as plugin_registry
+
+        for _name, register in plugin_registry.load(plugin_registry.CLI_GROUP):
+            register(sub)
     return parser
 
 
@@ -536,7 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     # `serve` needs none of the other commands: skip importing them (start-up
     # time and resident memory of the engine process).
-    parser = build_parser(plugins=not (words[:1] == ["serve"] and "-h" not in words))
+    try:
+        parser = build_parser(plugins=not (words[:1] == ["serve"] and "-h" not in words))
+    except SynvoiceError as exc:
+        print(f"synvoice: error: {exc}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)

@@ -77,6 +77,8 @@ class EngineConfig:
     runway: int = _int("RUNWAY", 100)
     publish: bool = True  # publish committed events to JetStream
     plugins: bool = True  # attach engine plugins (live projections, billing intake)
+    # Keep DATA/views.sqlite up to date in a worker process (the live views plugin).
+    live_views: bool = field(default_factory=lambda: _env("LIVE_VIEWS", "1") != "0")
 
     @property
     def log_path(self) -> Path:

@@ -29,28 +29,22 @@ import msgspec
 from engine import auth, brokerauth, codec, editions, fastparse, license, protocol
 from engine.config import EngineConfig
 from engine.errors import SynvoiceError
-from engine.events import (
-    ENGINE_DEVICE,
-    KINDS,
-    MAX_NUMBER,
-    REGISTRY,
+from engine.events import Event, construct_event, new_event, now, parse_event
+from engine.log import EventLog, Record, SideWrite
+from engine.numbering import extension_needed, open_epoch
+from engine.schema.common import ENGINE_DEVICE, KINDS, MAX_NUMBER
+from engine.schema.registry import REGISTRY
+from engine.schema.settings import (
     DeviceEnrolled,
     DeviceRevoked,
     EpochExtended,
     EpochOpened,
-    Event,
     IntegrationAdded,
     IntegrationRemoved,
     Registered,
     UserEnrolled,
     UserModeSet,
-    construct_event,
-    new_event,
-    now,
-    parse_event,
 )
-from engine.log import EventLog, Record, SideWrite
-from engine.numbering import extension_needed, open_epoch
 from engine.state import EngineState
 
 log = logging.getLogger("synvoice.engine")

@@ -1,278 +1,40 @@
-"""The event model: one envelope, a registry of typed payloads, upcasting.
+"""The event envelope: one shape for every type, validation, upcasting, construction.
 
 Every change is an immutable event. The envelope is the same for every type;
-``data`` is validated against the payload model registered for ``type``.
-Devices make the envelope (event id, device sequence, device time); the engine
-adds ``position`` and ``committed_at`` when it appends, and the log keeps a hash
-chain over the stored bytes (see ``engine.hashchain``).
+``data`` is validated against the payload model registered for ``type`` (the
+models live in ``engine.schema``). Devices make the envelope (event id, device
+sequence, device time); the engine adds ``position`` and ``committed_at`` when it
+appends, and the log keeps a hash chain over the stored bytes (see
+``engine.hashchain``).
 """
 
 from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from typing import Any, Literal, TypeVar, get_args
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, PrivateAttr, ValidationError
 
+import engine.schema  # noqa: F401  (registers every event type)
 from engine.errors import SynvoiceError
-
-Kind = Literal["invoice", "quote", "estimate"]
-KINDS: tuple[str, ...] = get_args(Kind)
-UserMode = Literal["single", "centralized", "distributed"]
-USER_MODES: tuple[str, ...] = get_args(UserMode)
-NumberSource = Literal["device", "server", "manual"]
-MAX_NUMBER = 2**53  # document numbers stay exact in JSON and JavaScript
-Status = Literal["draft", "issued", "void", "converted"]
-
-# The engine authors settings/numbering events under this device id.
-ENGINE_DEVICE = "engine"
-
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# --- value objects -----------------------------------------------------------------
-
-
-class Customer(_Model):
-    name: str = Field(min_length=1, max_length=200)
-    email: str | None = Field(default=None, max_length=254)
-    address: str | None = Field(default=None, max_length=1000)
-    tax_id: str | None = Field(default=None, max_length=64)
-
-
-_Money = Decimal
-
-
-class Line(_Model):
-    description: str = Field(min_length=1, max_length=1000)
-    quantity: Decimal = Field(ge=Decimal("-1e9"), le=Decimal("1e9"), decimal_places=6)
-    unit_price: Decimal = Field(ge=Decimal("-1e12"), le=Decimal("1e12"), decimal_places=6)
-    tax_rate: Decimal = Field(default=Decimal(0), ge=0, le=100, decimal_places=4)  # percent
-
-    @property
-    def net(self) -> Decimal:
-        return self.quantity * self.unit_price
-
-    @property
-    def tax(self) -> Decimal:
-        return self.net * self.tax_rate / Decimal(100)
-
-
-def totals(lines: list[Line]) -> tuple[Decimal, Decimal, Decimal]:
-    """(net, tax, gross) rounded to cents; used by device views, projections and PDFs."""
-    cent = Decimal("0.01")
-    net = sum((ln.net for ln in lines), Decimal(0)).quantize(cent)
-    tax = sum((ln.tax for ln in lines), Decimal(0)).quantize(cent)
-    return net, tax, net + tax
-
-
-# --- document payloads ----------------------------------------------------------------
-
-
-class DocumentCreated(_Model):
-    number: int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
-    number_source: NumberSource = "device"
-    customer: Customer | None = None
-    lines: list[Line] = Field(default_factory=list, max_length=1000)
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-    issue_date: date | None = None
-    due_date: date | None = None
-    notes: str | None = Field(default=None, max_length=4000)
-    converted_from: uuid.UUID | None = None  # the quote/estimate this invoice came from
-
-
-class CustomerChanged(_Model):
-    customer: Customer
-
-
-class LinesChanged(_Model):
-    lines: list[Line] = Field(max_length=1000)
-
-
-class DatesChanged(_Model):
-    issue_date: date | None = None
-    due_date: date | None = None
-
-
-class NumberAssigned(_Model):
-    number: int = Field(ge=0, le=MAX_NUMBER)
-    source: NumberSource
-    previous: int | None = Field(default=None, ge=0)
-
-
-class Issued(_Model):
-    pass
-
-
-class Voided(_Model):
-    reason: str | None = Field(default=None, max_length=1000)
-
-
-class Converted(_Model):
-    """A quote or estimate became an invoice (the invoice's own ``document.created``
-    carries ``converted_from``)."""
-
-    invoice_id: uuid.UUID
-
-
-# --- settings / numbering payloads (engine-authored) -------------------------------
-
-
-class UserModeSet(_Model):
-    mode: UserMode
-    previous: UserMode | None = None
-    forced: bool = False
-
-
-class UserEnrolled(_Model):
-    user: str = Field(pattern=_NAME)
-    slot: int = Field(ge=1)  # 1-based; distributed mode numbers from it
-
-
-class DeviceEnrolled(_Model):
-    device_id: str = Field(pattern=_NAME)
-    user: str = Field(pattern=_NAME)
-    name: str | None = Field(default=None, max_length=100)
-
-
-class DeviceRevoked(_Model):
-    device_id: str = Field(pattern=_NAME)
-    reason: str | None = Field(default=None, max_length=500)
-
-
-class Registered(_Model):
-    """A registration key was accepted (the key itself is not stored: its
-    fingerprint identifies it). ``max_*`` override the edition's limits."""
-
-    edition: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
-    licensee: str = Field(min_length=1, max_length=200)
-    issued: date
-    expires: date | None = None
-    key_id: str = Field(pattern=r"^[0-9a-f]{1,64}$")
-    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
-    max_users: int | None = Field(default=None, ge=0)
-    max_devices: int | None = Field(default=None, ge=0)
-    max_data_bytes: int | None = Field(default=None, ge=0)
-    previous: str | None = None  # the edition in force before
-
-
-_INTEGRATION = r"^[a-z0-9][a-z0-9_-]{0,31}$"
-
-
-class IntegrationAdded(_Model):
-    """Read-only broker credentials for an integration (the password is derived
-    from the server's admin secret and ``credential_id``; it is not stored)."""
-
-    name: str = Field(pattern=_INTEGRATION)
-    credential_id: str = Field(pattern=r"^[0-9a-f]{16,64}$")
-
-
-class IntegrationRemoved(_Model):
-    name: str = Field(pattern=_INTEGRATION)
-
-
-class EpochOpened(_Model):
-    """Distributed numbering: in ``[start, end]`` user with slot k numbers
-    ``start + (k-1) + j*increment`` (see ``engine.numbering``)."""
-
-    kind: Kind
-    epoch: int = Field(ge=1)
-    start: int = Field(ge=1)
-    increment: int = Field(ge=1)
-    slots: dict[str, int]
-    end: int = Field(ge=1)
-
-
-class EpochExtended(_Model):
-    kind: Kind
-    epoch: int = Field(ge=1)
-    end: int = Field(ge=1)
-
-
-# --- registry ------------------------------------------------------------------------
-
-Origin = Literal["device", "engine"]
-Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    type: str
-    model: builtins.type[BaseModel]
-    schema_version: int = 1
-    origin: Origin = "device"  # who may author it: a device push, or the engine itself
-    document: bool = True  # needs doc_id and kind
-    upcasters: Mapping[int, Upcaster] = field(default_factory=dict)  # from_version -> fn
-
-
-REGISTRY: dict[str, EventSpec] = {}
-
-
-def register(spec: EventSpec) -> EventSpec:
-    if spec.type in REGISTRY:
-        raise ValueError(f"event type {spec.type!r} registered twice")
-    REGISTRY[spec.type] = spec
-    return spec
-
-
-def _created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    # Schema 1 carried only a customer name; schema 2 has a customer object.
-    data = dict(data)
-    name = data.pop("customer_name", None)
-    if name is not None and "customer" not in data:
-        data["customer"] = {"name": name}
-    return data
-
-
-for _spec in (
-    EventSpec(
-        "document.created",
-        DocumentCreated,
-        schema_version=2,
-        upcasters={1: _created_v1_to_v2},
-    ),
-    EventSpec("document.customer_changed", CustomerChanged),
-    EventSpec("document.lines_changed", LinesChanged),
-    EventSpec("document.dates_changed", DatesChanged),
-    EventSpec("document.number_assigned", NumberAssigned),
-    EventSpec("document.issued", Issued),
-    EventSpec("document.voided", Voided),
-    EventSpec("document.converted", Converted),
-    EventSpec("settings.user_mode_set", UserModeSet, origin="engine", document=False),
-    EventSpec("settings.user_enrolled", UserEnrolled, origin="engine", document=False),
-    EventSpec("settings.device_enrolled", DeviceEnrolled, origin="engine", document=False),
-    EventSpec("settings.device_revoked", DeviceRevoked, origin="engine", document=False),
-    EventSpec("settings.registered", Registered, origin="engine", document=False),
-    EventSpec("settings.integration_added", IntegrationAdded, origin="engine", document=False),
-    EventSpec("settings.integration_removed", IntegrationRemoved, origin="engine", document=False),
-    EventSpec("numbering.epoch_opened", EpochOpened, origin="engine", document=False),
-    EventSpec("numbering.epoch_extended", EpochExtended, origin="engine", document=False),
-):
-    register(_spec)
-
+from engine.schema.common import NAME, Kind, Model
+from engine.schema.registry import REGISTRY
 
 # --- envelope ------------------------------------------------------------------------
 
 P = TypeVar("P", bound=BaseModel)
 
 
-class Event(_Model):
+class Event(Model):
     event_id: uuid.UUID
     type: str = Field(min_length=1, max_length=64)
     schema_version: int = Field(default=1, ge=1, le=1000)
     doc_id: uuid.UUID | None = None
     kind: Kind | None = None
-    device_id: str = Field(pattern=_NAME)
-    user: str = Field(pattern=_NAME)
+    device_id: str = Field(pattern=NAME)
+    user: str = Field(pattern=NAME)
     device_seq: int = Field(ge=0, le=2**62)
     device_time: AwareDatetime
     # Last log position the device had pulled when it made the event: lets the
@@ -482,8 +244,3 @@ def new_event(
         data=payload.model_dump(mode="json"),
         payload=payload,
     )
-
-
-# Event types defined by other features register themselves on import; importing
-# them here makes every process that validates events know every type.
-import engine.billing_events  # noqa: E402, F401

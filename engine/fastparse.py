@@ -23,7 +23,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from engine.events import MAX_NUMBER, REGISTRY, Event, construct_event
+from engine.events import Event, construct_event
+from engine.schema.common import MAX_NUMBER
+from engine.schema.registry import REGISTRY
 
 # Patterns end in \Z, not $: Python's $ also matches before a final newline,
 # which pydantic's (Rust) regex does not.
@@ -51,7 +53,7 @@ class CustomerS(_S):
 
 # Decimals as the strings devices send, in the only form whose ``str(Decimal(s))``
 # is ``s`` itself (no leading zeros, no exponent) and strictly inside the
-# bounds of ``engine.events.Line``: pattern-checked in C, no Decimal built.
+# bounds of ``engine.schema.common.Line``: pattern-checked in C, no Decimal built.
 Quantity = Annotated[str, Meta(pattern=r"^-?(0|[1-9]\d{0,8})(\.\d{1,6})?\Z")]
 Price = Annotated[str, Meta(pattern=r"^-?(0|[1-9]\d{0,11})(\.\d{1,6})?\Z")]
 TaxRate = Annotated[str, Meta(pattern=r"^(0|[1-9]\d?)(\.\d{1,4})?\Z")]
@@ -195,6 +197,8 @@ def parse_pushed(raw: bytes | msgspec.Raw) -> Event | None:
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     tag = e.__struct_config__.tag
+    if not isinstance(tag, str):  # every pushed Struct is tagged with its event type
+        return None
     if e.schema_version != _CURRENT[tag]:
         return None
     try:

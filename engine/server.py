@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import importlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from typing import IO, Any
 import nats
 from nats.aio.client import Client
 
-from engine import brokerauth
+from engine import brokerauth, plugins
 from engine.config import EngineConfig
 from engine.core import EngineCore
 from engine.natsproc import DEFAULT_CONFIG, NatsServer, free_port, port_in_use, server_list
@@ -34,7 +33,6 @@ log = logging.getLogger("synvoice.server")
 
 # Modules that extend a running engine: each has ``async def attach(server)``
 # and may append coroutine functions to ``server.on_stop``. Missing ones are skipped.
-ENGINE_PLUGINS = ("projections.live", "projections.billing_intake")
 
 
 async def connect_nats(url: str, name: str, attempts: int = 100, **opts: Any) -> Client:
@@ -105,14 +103,8 @@ class EngineServer:
         if cfg.publish:
             self.publisher = Publisher(core, self.nc)
             await self.publisher.start()
-        for name in ENGINE_PLUGINS if cfg.plugins else ():
-            try:
-                mod = importlib.import_module(name)
-            except ModuleNotFoundError as exc:
-                if exc.name == name:
-                    continue
-                raise
-            await mod.attach(self)
+        for _name, attach in plugins.load(plugins.ENGINE_GROUP) if cfg.plugins else ():
+            await attach(self)
         self.service = EngineService(self.core, self.nc)
         await self.service.start()
         # Private: with --nats-url the URL may carry the engine's broker password.

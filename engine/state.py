@@ -9,19 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.events import (
-    KINDS,
+from engine.events import Event
+from engine.numbering import CentralCounter, Epoch, close_epochs, fold_epoch_event
+from engine.schema.common import KINDS, UserMode
+from engine.schema.settings import (
     DeviceEnrolled,
     DeviceRevoked,
-    Event,
     IntegrationAdded,
     IntegrationRemoved,
     Registered,
     UserEnrolled,
-    UserMode,
     UserModeSet,
 )
-from engine.numbering import CentralCounter, Epoch, close_epochs, fold_epoch_event
 
 
 @dataclass

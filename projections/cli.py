@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli import CliError, add_data_arg, add_json_arg, print_json
-from engine.events import KINDS
+from engine.schema.common import KINDS
 from projections.store import ViewsError, ViewStore, lock_views
 
 HELP_UNTIL = "stop at this log position, or at this ISO time (compared with committed_at)"

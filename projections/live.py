@@ -50,7 +50,7 @@ def live_projection(server: EngineServer) -> LiveProjection | None:
 
 
 async def attach(server: EngineServer) -> None:
-    if os.environ.get("SYNVOICE_LIVE_VIEWS", "1") == "0":
+    if not server.config.live_views:
         log.info("live views disabled (SYNVOICE_LIVE_VIEWS=0)")
         return
     assert server.core is not None

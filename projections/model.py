@@ -2,7 +2,7 @@
 
 ``Projector.apply`` takes one stored event (its wire map, as decoded from the
 log) in strict position order and updates the in-memory state: documents (via
-``projections.document.fold_wire``), the number index behind duplicates and
+``engine.document.fold_wire``), the number index behind duplicates and
 gaps (counts per number, ``projections.numindex``), and the numbering settings
 (user mode, user slots, epochs). It also queues what the writer must persist
 (``take_changes``): changed documents, appended history/renumbering/conflict
@@ -17,11 +17,13 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.document import Conflict, DocumentView, fold_wire
 from engine.errors import SynvoiceError
-from engine.events import KINDS, REGISTRY, parse_event
+from engine.events import parse_event
 from engine.hashchain import GENESIS
 from engine.numbering import Epoch, close_epochs, fold_epoch_event
-from projections.document import Conflict, DocumentView, fold_wire
+from engine.schema.common import KINDS
+from engine.schema.registry import REGISTRY
 from projections.numbers import Gap, find_gaps
 from projections.numindex import NumberIndex
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import msgspec
 
-from engine.events import KINDS
+from engine.document import DocumentView
 from engine.hashchain import ChainBreak, ChainVerifier
 from engine.log import records_query
-from projections.document import DocumentView
+from engine.schema.common import KINDS
 from projections.model import Changes, Projector, decode
 from projections.numbers import Gap
 from projections.store import Digest, ViewStore, doc_row, encode_digest_row

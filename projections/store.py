@@ -22,8 +22,8 @@ from typing import Any
 
 import msgpack
 
+from engine.document import DocumentView, FieldWrite, wire_totals
 from engine.hashchain import GENESIS
-from projections.document import DocumentView, FieldWrite, wire_totals
 from projections.model import Changes, Projector
 from projections.numbers import SHARED
 

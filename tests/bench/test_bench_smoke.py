@@ -15,14 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine import codec
-from engine.bench.loggen import LogSpec, generate
-from engine.bench.report import BenchResult, Figure, Goal, to_json
-from engine.bench.runner import BENCHES
-from engine.bench.stats import duplicates, percentile
-from engine.cli import main
 from engine.core import load_state
 from engine.log import EventLog
 from engine.state import EngineState
+from tests.bench.__main__ import main as bench_main
+from tests.bench.loggen import LogSpec, generate
+from tests.bench.report import BenchResult, Figure, Goal, to_json
+from tests.bench.runner import BENCHES
+from tests.bench.stats import duplicates, percentile
 
 
 async def test_generated_log_is_a_log_the_engine_wrote(tmp_path: Path) -> None:
@@ -58,8 +58,7 @@ def test_bench_suite_runs_at_tiny_scale(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "engine",
-            "bench",
+            "tests.bench",
             "--scale",
             "0.002",
             "--json-out",
@@ -105,7 +104,7 @@ def test_bench_suite_runs_at_tiny_scale(tmp_path: Path) -> None:
 
 
 def test_unknown_benchmark_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["bench", "--only", "append,nope"]) == 1
+    assert bench_main(["--only", "append,nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown benchmark nope" in err
 

@@ -10,11 +10,11 @@ import msgpack
 import nats
 import pytest
 
+from devices.billing.intake import SUBJECT
 from engine import codec
 from engine.cli import main
-from projections.billing_intake import SUBJECT
-from tests.billing.conftest import Billing, write_sales_csv
-from tests.conftest import wait_for
+from tests.support.billing import Billing, write_sales_csv
+from tests.support.harness import wait_for
 
 
 def one(sid: str = "I-1", **kw: Any) -> dict[str, Any]:
@@ -199,7 +199,7 @@ async def test_intake_knows_sales_recorded_before_it_started(
     f = tmp_path / "s.json"
     f.write_text(json.dumps([one("R-1")]))
     await b.cli("import", str(f))
-    from projections.billing_intake import SalesIntake
+    from devices.billing.intake import SalesIntake
 
     fresh = SalesIntake(b.engine.core)
     await fresh._load()

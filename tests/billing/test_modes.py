@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from engine.natsproc import NatsServer
-from tests.billing.conftest import Billing, Smtp, billing_home
-from tests.conftest import EngineHarness, running_engine
+from tests.support.billing import Billing, Smtp, billing_home
+from tests.support.harness import EngineHarness, running_engine
 
 
 def sales(n: int) -> list[dict[str, Any]]:

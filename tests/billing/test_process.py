@@ -10,14 +10,14 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from devices.billing import service
+from devices.billing.config import load_config
+from devices.billing.home import BillingHome
+from devices.billing.invoicer import AgentBackend
+from devices.billing.plan import Work
 from engine.events import parse_event
 from engine.natsproc import free_port
-from projections.billing import service
-from projections.billing.config import load_config
-from projections.billing.home import BillingHome
-from projections.billing.invoicer import AgentBackend
-from projections.billing.plan import Work
-from tests.billing.conftest import REFUSED_DOMAIN, Billing
+from tests.support.billing import REFUSED_DOMAIN, Billing
 
 
 def sale(sid: str, email: str | None = None, **kw: Any) -> dict[str, Any]:

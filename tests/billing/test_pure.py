@@ -14,22 +14,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pypdf import PdfReader
 
-from engine.billing_events import (
+from devices.billing import ids
+from devices.billing.delivery import check_address
+from devices.billing.fold import BillingState, fold
+from devices.billing.invoicer import sale_of_note
+from devices.billing.pdf import InvoiceData, render
+from devices.billing.plan import ExistingDoc, make_plan, parse_action
+from devices.billing.sales import parse_csv, parse_json, sale_events, sale_from_obj
+from engine.errors import SynvoiceError
+from engine.events import Event, new_event, parse_event
+from engine.schema.billing import (
     DeliveryFailed,
     InvoiceProcessed,
     ScenarioDeleted,
     ScenarioRules,
     ScenarioSaved,
 )
-from engine.errors import SynvoiceError
-from engine.events import Event, Line, new_event, parse_event
-from projections.billing import ids
-from projections.billing.delivery import check_address
-from projections.billing.fold import BillingState, fold
-from projections.billing.invoicer import sale_of_note
-from projections.billing.pdf import InvoiceData, render
-from projections.billing.plan import ExistingDoc, make_plan, parse_action
-from projections.billing.sales import parse_csv, parse_json, sale_events, sale_from_obj
+from engine.schema.common import Line
 
 
 def sale_obj(sid: str = "S1", **kw: Any) -> dict[str, Any]:
@@ -317,7 +318,7 @@ def test_pdf_has_number_date_customer_lines_taxes_total() -> None:
         "Consulting",
         "3,000.00",
         "Licence",
-        "149.98",  # half-even cents, as engine.events.totals
+        "149.98",  # half-even cents, as engine.schema.common.totals
         "Tax 33.00",
         "Total UYU 3,182.98",
     ):

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from engine.billing_events import FieldFilter, SaleRecorded, ScenarioRules
-from projections.billing.rules import (
+from devices.billing.rules import (
     close_range,
     describe,
     field_value,
@@ -21,6 +20,7 @@ from projections.billing.rules import (
     period_range,
     select,
 )
+from engine.schema.billing import FieldFilter, SaleRecorded, ScenarioRules
 
 
 def mk(sid: str = "S1", **kw: Any) -> SaleRecorded:

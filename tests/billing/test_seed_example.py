@@ -11,7 +11,7 @@ from typing import Any
 from pypdf import PdfReader
 
 from engine.events import parse_event
-from tests.billing.conftest import Billing, write_sales_csv
+from tests.support.billing import Billing, write_sales_csv
 
 
 def seed_rows() -> list[dict[str, Any]]:

@@ -13,11 +13,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from devices.billing.config import BillingConfig
+from devices.billing.delivery import DeliveryError, SmtpSender, build_message
 from engine.natsproc import free_port
-from projections.billing.config import BillingConfig
-from projections.billing.delivery import DeliveryError, SmtpSender, build_message
-from tests.billing.conftest import Inbox
-from tests.conftest import self_signed_cert
+from tests.support.billing import Inbox
+from tests.support.harness import self_signed_cert
 
 
 def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:

@@ -10,9 +10,11 @@ import uuid
 import pytest
 
 from devices.agent import DeviceAgent
-from engine.events import Customer, DocumentCreated, new_event, now
-from tests.conftest import EngineHarness
-from tests.devices.conftest import Agents
+from engine.events import new_event, now
+from engine.schema.common import Customer
+from engine.schema.documents import DocumentCreated
+from tests.support.devices import Agents
+from tests.support.harness import EngineHarness
 
 N = 100_000
 BATCH = 5000

@@ -20,13 +20,13 @@ from devices.gcpause import gc_paused, gc_release
 from devices.numbering import DeviceNumbering
 from devices.store import view_from_bytes, view_to_bytes
 from engine import codec, protocol
-from engine.bench.loggen import LogSpec, generate
 from engine.client import PulledPage
+from engine.document import Conflict, DocumentView, apply
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import parse_event
 from engine.natsproc import NatsServer
-from projections.document import Conflict, DocumentView, apply
+from tests.bench.loggen import LogSpec, generate
 
 
 @pytest.fixture(scope="module")

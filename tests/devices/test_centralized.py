@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from engine.errors import SynvoiceError
-from engine.events import Line
-from tests.conftest import EngineHarness
-from tests.devices.conftest import Agents, sync_eventually
+from engine.schema.common import Line
+from tests.support.devices import Agents, sync_eventually
+from tests.support.harness import EngineHarness
 
 LINES = [Line(description="Support", quantity=1, unit_price=99)]
 

@@ -12,8 +12,8 @@ import pytest
 from devices.cli import parse_line
 from engine.cli import CliError, main
 from engine.enrollment import Enrollment
-from tests.conftest import EngineHarness
-from tests.devices.conftest import enroll_token
+from tests.support.devices import enroll_token
+from tests.support.harness import EngineHarness
 
 # A device whose broker is never there: everything works offline.
 NOWHERE = Enrollment("nats://127.0.0.1:9", "dev-offline1", b"k" * 32, "alice", 1).token()

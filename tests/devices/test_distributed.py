@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.numbering import epoch_owner
 from projections.rebuild import rebuild
 from projections.store import ViewStore
-from tests.devices.conftest import Agents
+from tests.support.devices import Agents
 
 
 async def test_three_users_offline_then_a_fourth_joins(small_runway: Agents) -> None:

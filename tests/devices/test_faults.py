@@ -8,11 +8,11 @@ from pathlib import Path
 
 from devices.agent import DeviceAgent
 from engine.client import EngineClient
-from engine.events import Line
 from engine.natsproc import NatsServer
 from engine.protocol import ADMIN_DEVICE
-from tests.conftest import EngineProcess, wait_for
-from tests.devices.conftest import Agents, sync_eventually
+from engine.schema.common import Line
+from tests.support.devices import Agents, sync_eventually
+from tests.support.harness import EngineProcess, wait_for
 
 LINES = [Line(description="Repair", quantity=1, unit_price=80, tax_rate=10)]
 

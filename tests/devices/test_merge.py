@@ -3,9 +3,9 @@ deterministic (log order, last write wins per field) and the conflict is visible
 
 from __future__ import annotations
 
-from engine.events import Line
-from tests.conftest import EngineHarness
-from tests.devices.conftest import Agents
+from engine.schema.common import Line
+from tests.support.devices import Agents
+from tests.support.harness import EngineHarness
 
 L1 = [Line(description="Design", quantity=1, unit_price=100)]
 LA = [Line(description="Design (from A)", quantity=2, unit_price=100)]

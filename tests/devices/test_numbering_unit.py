@@ -11,21 +11,12 @@ from pydantic import BaseModel
 
 from devices.numbering import DeviceNumbering, duplicates
 from devices.store import view_from_bytes, view_to_bytes
-from engine.events import (
-    Customer,
-    DocumentCreated,
-    EpochExtended,
-    EpochOpened,
-    Event,
-    Line,
-    LinesChanged,
-    NumberAssigned,
-    UserEnrolled,
-    UserModeSet,
-    new_event,
-)
+from engine.document import apply
+from engine.events import Event, new_event
 from engine.numbering import Epoch, extension_needed, open_epoch
-from projections.document import apply
+from engine.schema.common import Customer, Line
+from engine.schema.documents import DocumentCreated, LinesChanged, NumberAssigned
+from engine.schema.settings import EpochExtended, EpochOpened, UserEnrolled, UserModeSet
 
 
 def _engine(type_: str, payload: BaseModel) -> Event:

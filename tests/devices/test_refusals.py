@@ -7,9 +7,9 @@ import uuid
 import pytest
 
 from engine.errors import SynvoiceError
-from engine.events import UserModeSet
-from tests.conftest import EngineHarness
-from tests.devices.conftest import Agents
+from engine.schema.settings import UserModeSet
+from tests.support.devices import Agents
+from tests.support.harness import EngineHarness
 
 
 async def test_an_event_the_engine_refuses_is_set_aside_not_retried_forever(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.events import Customer, Line
-from tests.conftest import EngineHarness, wait_for
-from tests.devices.conftest import Agents
+from engine.schema.common import Customer, Line
+from tests.support.devices import Agents
+from tests.support.harness import EngineHarness, wait_for
 
 LINES = [Line(description="Consulting", quantity=2, unit_price=150, tax_rate=20)]
 

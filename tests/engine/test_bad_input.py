@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from engine import auth, codec, protocol
 from engine.errors import ERROR_CODES, SynvoiceError
-from tests.conftest import EngineHarness
+from tests.support.harness import EngineHarness
 
 ENDPOINTS = [
     protocol.PUSH,

@@ -14,7 +14,7 @@ from engine import codec, protocol
 from engine.errors import SynvoiceError
 from engine.events import parse_event
 from engine.natsproc import NatsServer
-from tests.conftest import EngineHarness, running_engine
+from tests.support.harness import EngineHarness, running_engine
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

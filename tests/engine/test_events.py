@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from engine.errors import SynvoiceError
-from engine.events import DocumentCreated, Line, new_event, parse_event
+from engine.events import new_event, parse_event
+from engine.schema.common import Line
+from engine.schema.documents import DocumentCreated
 
 
 def raw_created(**over: Any) -> dict[str, Any]:

@@ -13,21 +13,19 @@ from hypothesis import strategies as st
 
 from engine import codec
 from engine.errors import SynvoiceError
-from engine.events import (
+from engine.events import new_event, parse_event
+from engine.fastparse import decode_push, parse_pushed
+from engine.schema.common import Customer, Line
+from engine.schema.documents import (
     Converted,
-    Customer,
     CustomerChanged,
     DatesChanged,
     DocumentCreated,
     Issued,
-    Line,
     LinesChanged,
     NumberAssigned,
     Voided,
-    new_event,
-    parse_event,
 )
-from engine.fastparse import decode_push, parse_pushed
 
 
 def _agree(raw: Any) -> bool:

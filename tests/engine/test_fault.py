@@ -14,11 +14,12 @@ import pytest
 from engine import codec, protocol
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
-from engine.events import DocumentCreated, new_event
+from engine.events import new_event
 from engine.hashchain import ChainVerifier
 from engine.natsproc import NatsServer
 from engine.protocol import ADMIN_DEVICE
-from tests.conftest import EngineProcess, wait_for
+from engine.schema.documents import DocumentCreated
+from tests.support.harness import EngineProcess, wait_for
 
 
 def stored_events(path: Any) -> dict[str, int]:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from engine import protocol
-from engine.bench import inproc
-from engine.bench.workload import push_bodies
 from engine.errors import SynvoiceError
+from tests.bench import inproc
+from tests.bench.workload import push_bodies
 
 
 async def test_a_job_whose_commit_fails_fails_alone_and_the_batch_commits(

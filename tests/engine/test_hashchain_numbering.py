@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.events import UserModeSet, new_event
+from engine.events import new_event
 from engine.hashchain import GENESIS, ChainVerifier, link
 from engine.numbering import (
     CentralCounter,
@@ -15,6 +15,7 @@ from engine.numbering import (
     open_epoch,
     single_next,
 )
+from engine.schema.settings import UserModeSet
 from engine.state import EngineState
 
 

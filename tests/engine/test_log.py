@@ -11,9 +11,10 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from engine.events import DocumentCreated, Event, new_event
+from engine.events import Event, new_event
 from engine.hashchain import GENESIS
 from engine.log import SCHEMA, EventLog, Record, records_query, seal_events
+from engine.schema.documents import DocumentCreated
 
 
 def make(n: int) -> list:  # type: ignore[type-arg]

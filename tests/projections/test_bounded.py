@@ -12,22 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.events import (
-    Customer,
-    CustomerChanged,
-    Issued,
-    Line,
-    LinesChanged,
-    UserModeSet,
-    Voided,
-)
 from engine.hashchain import link
 from engine.log import EventLog
+from engine.schema.common import Customer, Line
+from engine.schema.documents import CustomerChanged, Issued, LinesChanged, Voided
+from engine.schema.settings import UserModeSet
 from projections.follow import Follower
 from projections.model import ProjectionError, Projector, decode
 from projections.rebuild import Builder, build_from_log, parse_until
 from projections.store import ViewStore
-from tests.projections.helpers import Dev, Log, distributed_log, engine_event
+from tests.support.logs import Dev, Log, distributed_log, engine_event
 
 
 def busy_log(seed: int = 3, docs: int = 40) -> Log:

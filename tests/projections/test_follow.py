@@ -11,7 +11,7 @@ from projections.follow import Follower, Row
 from projections.model import Changes, ProjectionError
 from projections.rebuild import Builder
 from projections.store import ViewsError, ViewStore
-from tests.projections.helpers import Dev, Log
+from tests.support.logs import Dev, Log
 
 
 def make_log(n: int = 12) -> Log:

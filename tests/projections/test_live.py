@@ -13,15 +13,19 @@ import pytest
 
 from engine.cli import main
 from engine.enrollment import Enrollment
-from engine.events import Event, NumberAssigned, new_event
+from engine.events import Event, new_event
 from engine.natsproc import NatsServer
+from engine.schema.documents import NumberAssigned
 from engine.server import EngineServer
 from projections.follow import Follower, engine_filler
 from projections.live import LiveProjection, live_projection
 from projections.rebuild import rebuild
 from projections.replay import replay_remote
 from projections.store import ViewStore
-from tests.conftest import DeviceCreds, EngineHarness, engine_config
+from tests.support.harness import DeviceCreds, EngineHarness, engine_config
+
+# These tests read the views the engine keeps: they need its live-views worker.
+pytestmark = pytest.mark.views
 
 
 async def synced(server: EngineServer) -> LiveProjection:

@@ -6,11 +6,16 @@ import os
 import signal
 from pathlib import Path
 
-from engine.bench.procstat import children
+import pytest
+
 from projections.live import live_projection
 from projections.rebuild import rebuild
 from projections.store import ViewStore
-from tests.conftest import EngineHarness, EngineProcess, wait_for
+from tests.bench.procstat import children
+from tests.support.harness import EngineHarness, EngineProcess, wait_for
+
+# These tests watch the engine's live-views worker.
+pytestmark = pytest.mark.views
 
 
 def _alive(pid: int) -> bool:

@@ -9,19 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.events import (
-    CustomerChanged,
-    Issued,
-    Line,
-    LinesChanged,
-    UserEnrolled,
-    UserModeSet,
-    totals,
-)
-from projections.document import DocumentView, apply, wire_totals
+from engine.document import DocumentView, apply, wire_totals
+from engine.schema.common import Line, totals
+from engine.schema.documents import CustomerChanged, Issued, LinesChanged
+from engine.schema.settings import UserEnrolled, UserModeSet
 from projections.model import ProjectionError, Projector, decode
 from projections.numbers import SHARED
-from tests.projections.helpers import Dev, Log, distributed_log, engine_event
+from tests.support.logs import Dev, Log, distributed_log, engine_event
 
 
 def project(log: Log, upto: int | None = None) -> Projector:
@@ -83,7 +77,7 @@ def test_kinds_have_separate_series() -> None:
 
 
 def test_void_documents_keep_their_number() -> None:
-    from engine.events import Voided
+    from engine.schema.documents import Voided
 
     log = Log()
     dev = Dev()

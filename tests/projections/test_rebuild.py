@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.events import Event, Issued
+from engine.events import Event
 from engine.log import EventLog
+from engine.schema.documents import Issued
 from projections.rebuild import rebuild
 from projections.store import ViewStore, lock_views
-from tests.projections.helpers import Dev
+from tests.support.logs import Dev
 
 
 async def write_log(path: Path, batches: list[list[Event]]) -> list[datetime]:

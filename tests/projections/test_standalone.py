@@ -11,7 +11,7 @@ from pathlib import Path
 
 from projections.rebuild import rebuild
 from projections.store import ViewsError, ViewStore, lock_views
-from tests.conftest import EngineHarness, wait_for
+from tests.support.harness import EngineHarness, wait_for
 
 
 def checkpoint(views: Path) -> int:

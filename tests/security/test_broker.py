@@ -15,8 +15,8 @@ from engine.config import EngineConfig
 from engine.enrollment import parse_token
 from engine.errors import SynvoiceError
 from engine.server import EngineServer
-from tests.conftest import DeviceCreds, EngineHarness, wait_for
-from tests.security.conftest import Errors, raw_connect
+from tests.support.harness import DeviceCreds, EngineHarness, wait_for
+from tests.support.security import Errors, raw_connect
 
 
 async def refused_connect(url: str, **opts: Any) -> str:

@@ -15,7 +15,7 @@ from engine.errors import SynvoiceError
 from engine.natsproc import NatsCluster, server_list
 from engine.publisher import Publisher
 from engine.server import EngineServer
-from tests.conftest import EngineHarness, wait_for
+from tests.support.harness import EngineHarness, wait_for
 
 
 async def jetstream_ready(url: str, timeout: float = 30.0) -> None:

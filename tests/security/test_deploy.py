@@ -18,9 +18,9 @@ from engine.enrollment import Enrollment, parse_token
 from engine.errors import SynvoiceError
 from engine.natsproc import DEPLOY_DIR, NatsServer
 from engine.server import EngineServer
-from tests.conftest import EngineHarness, self_signed_cert
-from tests.security.conftest import Errors, raw_connect
 from tests.security.test_broker import _violations
+from tests.support.harness import EngineHarness, self_signed_cert
+from tests.support.security import Errors, raw_connect
 
 
 async def test_secure_example_broker_with_external_engine(tmp_path: Path) -> None:

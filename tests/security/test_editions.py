@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from engine import codec, license, protocol
 from engine.cli import main
 from engine.errors import SynvoiceError
-from engine.events import Line, LinesChanged, new_event
-from tests.conftest import DeviceCreds, EngineHarness
-from tests.security.conftest import MakeEngine, Vendor
+from engine.events import new_event
+from engine.schema.common import Line
+from engine.schema.documents import LinesChanged
+from tests.support.harness import DeviceCreds, EngineHarness
+from tests.support.security import MakeEngine, Vendor
 
 
 async def refused(coro: Any, code: str, match: str = "") -> SynvoiceError:
@@ -311,7 +313,7 @@ async def test_a_device_over_the_data_limit_still_pulls_everyone_elses_work(
     make_engine: MakeEngine, vendor: Vendor, tmp_path: Path
 ) -> None:
     from devices.agent import DeviceAgent
-    from tests.devices.conftest import FAST, enroll_token
+    from tests.support.devices import FAST, enroll_token
 
     eng = await make_engine()
     admin = await eng.admin()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from engine import editions, license
 from engine.errors import SynvoiceError
-from tests.security.conftest import Vendor
+from tests.support.security import Vendor
 
 
 def test_issue_and_verify_round_trip(vendor: Vendor) -> None:

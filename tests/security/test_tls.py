@@ -14,8 +14,8 @@ from engine.client import EngineClient
 from engine.config import EngineConfig
 from engine.enrollment import parse_token
 from engine.server import EngineServer
-from tests.conftest import EngineHarness, self_signed_cert
-from tests.security.conftest import raw_connect
+from tests.support.harness import EngineHarness, self_signed_cert
+from tests.support.security import raw_connect
 
 
 @pytest.fixture

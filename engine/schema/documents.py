@@ -1,0 +1,85 @@
+"""Document payloads (devices author them) and their registration."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from pydantic import Field
+
+from engine.schema.common import MAX_NUMBER, Customer, Line, Model, NumberSource
+from engine.schema.registry import EventSpec, register
+
+
+class DocumentCreated(Model):
+    number: int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
+    number_source: NumberSource = "device"
+    customer: Customer | None = None
+    lines: list[Line] = Field(default_factory=list, max_length=1000)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    issue_date: date | None = None
+    due_date: date | None = None
+    notes: str | None = Field(default=None, max_length=4000)
+    converted_from: uuid.UUID | None = None  # the quote/estimate this invoice came from
+
+
+class CustomerChanged(Model):
+    customer: Customer
+
+
+class LinesChanged(Model):
+    lines: list[Line] = Field(max_length=1000)
+
+
+class DatesChanged(Model):
+    issue_date: date | None = None
+    due_date: date | None = None
+
+
+class NumberAssigned(Model):
+    number: int = Field(ge=0, le=MAX_NUMBER)
+    source: NumberSource
+    previous: int | None = Field(default=None, ge=0)
+
+
+class Issued(Model):
+    pass
+
+
+class Voided(Model):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class Converted(Model):
+    """A quote or estimate became an invoice (the invoice's own ``document.created``
+    carries ``converted_from``)."""
+
+    invoice_id: uuid.UUID
+
+
+def _created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # Schema 1 carried only a customer name; schema 2 has a customer object.
+    data = dict(data)
+    name = data.pop("customer_name", None)
+    if name is not None and "customer" not in data:
+        data["customer"] = {"name": name}
+    return data
+
+
+for _spec in (
+    EventSpec(
+        "document.created",
+        DocumentCreated,
+        schema_version=2,
+        upcasters={1: _created_v1_to_v2},
+    ),
+    EventSpec("document.customer_changed", CustomerChanged),
+    EventSpec("document.lines_changed", LinesChanged),
+    EventSpec("document.dates_changed", DatesChanged),
+    EventSpec("document.number_assigned", NumberAssigned),
+    EventSpec("document.issued", Issued),
+    EventSpec("document.voided", Voided),
+    EventSpec("document.converted", Converted),
+):
+    register(_spec)

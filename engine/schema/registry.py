@@ -1,0 +1,33 @@
+"""The registry of event types: who may author each, its schema version, upcasters."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+Origin = Literal["device", "engine"]
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    model: builtins.type[BaseModel]
+    schema_version: int = 1
+    origin: Origin = "device"  # who may author it: a device push, or the engine itself
+    document: bool = True  # needs doc_id and kind
+    upcasters: Mapping[int, Upcaster] = field(default_factory=dict)  # from_version -> fn
+
+
+REGISTRY: dict[str, EventSpec] = {}
+
+
+def register(spec: EventSpec) -> EventSpec:
+    if spec.type in REGISTRY:
+        raise ValueError(f"event type {spec.type!r} registered twice")
+    REGISTRY[spec.type] = spec
+    return spec

@@ -1,0 +1,1 @@
+"""Importable test support: harnesses, fixtures' building blocks, log builders."""
