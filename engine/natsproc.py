@@ -17,8 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+# The single-node broker configuration ships inside the package (a plain wheel
+# must serve); deploy/nats-server.conf is the operator's copy, kept identical by
+# a test. The cluster and secured examples exist only in a checkout.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "nats-server.conf"
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy"
-DEFAULT_CONFIG = DEPLOY_DIR / "nats-server.conf"
 CLUSTER_DIR = DEPLOY_DIR / "cluster"
 
 

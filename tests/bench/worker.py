@@ -42,7 +42,7 @@ def _find(module: str, attr: str) -> Callable[..., Any] | str:
     fn = getattr(mod, attr, None)
     if not callable(fn):
         return f"{module}.{attr} not available yet"
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

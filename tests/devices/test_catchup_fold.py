@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 import nats
 import pytest
+from nats.aio.msg import Msg
 
 from devices.agent import DeviceAgent
 from devices.catchup import FoldedPage, Prefetch, fold_page
@@ -53,7 +54,7 @@ def bodies(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 
 
 def _reference(
-    bodies: list[bytes],
+    bodies: list[Any],
 ) -> tuple[dict[str, DocumentView], list[Conflict], dict[str, Any]]:
     """The full path: parse_event (pydantic) and apply, event by event."""
     views: dict[str, DocumentView] = {}
@@ -70,7 +71,7 @@ def _reference(
 
 
 def _fold_in_pages(
-    bodies: list[bytes], size: int, overlap: int
+    bodies: list[Any], size: int, overlap: int
 ) -> tuple[dict[str, DocumentView], list[Conflict], dict[str, Any], int]:
     synced: dict[str, DocumentView] = {}
     unstored: dict[str, DocumentView] = {}
@@ -104,7 +105,7 @@ def _fold_in_pages(
 
 
 @pytest.mark.parametrize(("size", "overlap"), [(5000, 0), (333, 0), (250, 40)])
-def test_page_fold_equals_the_full_fold(bodies: list[bytes], size: int, overlap: int) -> None:
+def test_page_fold_equals_the_full_fold(bodies: list[Any], size: int, overlap: int) -> None:
     views, conflicts, snapshot = _reference(bodies)
     got, got_conflicts, got_snapshot, rows = _fold_in_pages(bodies, size, overlap)
     assert rows == len(bodies)  # each event once, overlapping pages or not
@@ -116,14 +117,14 @@ def test_page_fold_equals_the_full_fold(bodies: list[bytes], size: int, overlap:
         assert view_from_bytes(view_to_bytes(v)) == v
 
 
-def test_page_rows_keep_the_pulled_bytes(bodies: list[bytes]) -> None:
+def test_page_rows_keep_the_pulled_bytes(bodies: list[Any]) -> None:
     page = fold_page(bodies[:50], 0, {}, device_id="nobody", outbox_ids=(), pending_numbers=())
     assert [r[4] for r in page.rows] == bodies[:50]
     assert [r[0] for r in page.rows] == list(range(1, 51))
     assert page.last == 50
 
 
-def _bad_event(bodies: list[bytes], case: str) -> bytes:
+def _bad_event(bodies: list[Any], case: str) -> Any:
     ev = next(e for e in map(codec.unpack, bodies) if e["type"] == "document.created")
     if case == "bytes":
         return b"\xc1"  # not msgpack
@@ -140,7 +141,7 @@ def _bad_event(bodies: list[bytes], case: str) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["bytes", "list", "envelope", "position", "payload"])
-def test_a_malformed_event_refuses_the_whole_page(bodies: list[bytes], case: str) -> None:
+def test_a_malformed_event_refuses_the_whole_page(bodies: list[Any], case: str) -> None:
     synced: dict[str, DocumentView] = {}
     with pytest.raises(SynvoiceError) as err:
         fold_page(
@@ -190,7 +191,7 @@ async def test_a_malformed_pull_reply_fails_the_sync_and_stores_nothing(
     nc = await nats.connect(nats_server.url)
     replies = [b"\x93\x01\x02", codec.pack({"head": 3, "more": False, "events": [b"x"]})]
 
-    async def answer(msg: nats.aio.msg.Msg) -> None:
+    async def answer(msg: Msg) -> None:
         await msg.respond(replies[0] if msg.subject == protocol.PULL else codec.pack({}))
 
     await nc.subscribe(protocol.PULL, cb=answer)

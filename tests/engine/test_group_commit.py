@@ -39,7 +39,7 @@ async def test_a_job_whose_commit_fails_fails_alone_and_the_batch_commits(
         )
         bad, good = results[0], results[1:]
         assert isinstance(bad, SynvoiceError) and bad.code == "internal"
-        assert all(isinstance(r, dict) and len(r["results"]) == 50 for r in good), good  # type: ignore[arg-type]
+        assert all(isinstance(r, dict) and len(r["results"]) == 50 for r in good), good
         assert core.log.head == head + 200
         assert await core.log.verify() == (head + 200, None)
         assert sum(commits) == 200

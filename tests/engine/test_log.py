@@ -17,7 +17,7 @@ from engine.log import SCHEMA, EventLog, Record, records_query, seal_events
 from engine.schema.documents import DocumentCreated
 
 
-def make(n: int) -> list:  # type: ignore[type-arg]
+def make(n: int) -> list:
     return [
         new_event(
             "document.created",

@@ -135,11 +135,15 @@ async def busy_file(tmp_path: Path) -> Path:
 def test_partitioned_rebuild_equals_one_process(
     busy_file: Path, tmp_path: Path, until: int | str | None
 ) -> None:
+    upto: int | datetime | None
     if until == "cut":  # a commit time between the 2nd and 3rd commits
-        until = parse_until((tmp_path / "cut.txt").read_text())
-        assert isinstance(until, datetime)
-    one = build_from_log(busy_file, tmp_path / "one.sqlite", until, workers=1)
-    two = build_from_log(busy_file, tmp_path / "two.sqlite", until, workers=2)
+        upto = parse_until((tmp_path / "cut.txt").read_text())
+        assert isinstance(upto, datetime)
+    else:
+        assert not isinstance(until, str)
+        upto = until
+    one = build_from_log(busy_file, tmp_path / "one.sqlite", upto, workers=1)
+    two = build_from_log(busy_file, tmp_path / "two.sqlite", upto, workers=2)
     assert (two.digest, two.position, two.events) == (one.digest, one.position, one.events)
     store = ViewStore.open_readonly(tmp_path / "two.sqlite")
     assert store.digest() == one.digest

@@ -30,7 +30,7 @@ def full_digest(log: Log, path: Path) -> str:
     return digest
 
 
-def filler(log: Log, calls: list[tuple[int, int]]):  # type: ignore[no-untyped-def]
+def filler(log: Log, calls: list[tuple[int, int]]):
     async def fill(after: int, upto: int) -> Sequence[Row]:
         calls.append((after, upto))
         return log.rows[after : min(upto, after + 2)]  # small pages: several calls
@@ -111,7 +111,7 @@ async def test_bounded_cache_and_deferred_gaps_end_identical(
     loader = f.projector.loader
     assert loader is not None
 
-    def counting(doc_id: str):  # type: ignore[no-untyped-def]
+    def counting(doc_id: str):
         loads.append(doc_id)
         return loader(doc_id)
 
@@ -119,7 +119,7 @@ async def test_bounded_cache_and_deferred_gaps_end_identical(
     many = f.projector.loader_many
     assert many is not None
 
-    def counting_many(doc_ids):  # type: ignore[no-untyped-def]
+    def counting_many(doc_ids):
         loads.extend(doc_ids)
         return many(doc_ids)
 

@@ -62,7 +62,7 @@ async def test_a_killed_worker_is_restarted_and_the_views_match_a_rebuild(
 async def test_the_worker_ends_with_a_killed_engine(engine_process: EngineProcess) -> None:
     engine_process.start()
     assert engine_process.proc is not None
-    await wait_for(lambda: children(engine_process.proc.pid) != [])  # type: ignore[union-attr]
+    await wait_for(lambda: children(engine_process.proc.pid) != [])
     [worker] = children(engine_process.proc.pid)
     engine_process.kill9()
     # Its stdin closes with the engine: it applies what is there and ends.

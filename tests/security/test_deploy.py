@@ -8,7 +8,7 @@ import secrets
 import shlex
 from pathlib import Path
 
-import nats
+from nats.aio.msg import Msg
 
 from engine import codec, protocol
 from engine.cli import build_parser
@@ -67,7 +67,7 @@ async def test_secure_example_broker_with_external_engine(tmp_path: Path) -> Non
             # replies (enroll: a new device's secret) are not there to be read.
             seen: list[bytes] = []
 
-            async def keep(msg: nats.aio.msg.Msg) -> None:
+            async def keep(msg: Msg) -> None:
                 seen.append(msg.data)
 
             spy = await nc.subscribe("_INBOX.>", cb=keep)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 import pytest
@@ -29,9 +30,9 @@ def test_builtin_vendor_key_is_a_valid_public_key() -> None:
     assert len(license.trusted_keys()) == 1
 
 
-def _bad(key: str, trusted: list[object], match: str) -> None:
+def _bad(key: str, trusted: Sequence[object], match: str) -> None:
     with pytest.raises(SynvoiceError) as e:
-        license.verify(key, trusted)  # type: ignore[arg-type]
+        license.verify(key, list(trusted))  # type: ignore[arg-type]
     assert e.value.code == "bad_key"
     assert match in e.value.message
 
