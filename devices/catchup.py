@@ -29,8 +29,8 @@ from devices.store import EventRow
 from engine.client import PulledPage
 from engine.document import Conflict, DocumentView, fold_wire
 from engine.errors import SynvoiceError
-from engine.events import parse_event
 from engine.schema.registry import REGISTRY
+from engine.stored import upcast
 
 log = logging.getLogger("synvoice.device")
 
@@ -126,7 +126,7 @@ def _upcast(raw: msgspec.Raw, pos: int) -> dict[str, Any] | None:
     """An event of an older schema (or a type this device does not know) through the
     full validation; None if this device cannot read it (stored, not folded)."""
     try:
-        return parse_event(_decode_any(raw), stored=True).to_wire()
+        return upcast(_decode_any(raw))
     except SynvoiceError as exc:
         log.warning("pulled event at %d not understood: %s", pos, exc)
         return None

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
 from engine.hashchain import ChainVerifier
-from projections.model import ProjectionError, Projector, decode
+from engine.stored import StoredEventError, decode_stored
+from projections.model import Projector
 from projections.store import ViewStore
 
 Row = tuple[int, bytes, bytes]  # (position, stored body, chain hash)
@@ -87,18 +88,18 @@ class Follower:
 
     async def _fill_hole(self, after: int, upto: int) -> list[Row]:
         if self.fill is None:
-            raise ProjectionError(after + 1, f"positions {after + 1}..{upto} are missing")
+            raise StoredEventError(after + 1, f"positions {after + 1}..{upto} are missing")
         out: list[Row] = []
         while after < upto:
             got = [r for r in await self.fill(after, upto) if after < r[0] <= upto]
             if not got or got[0][0] != after + 1:
-                raise ProjectionError(
+                raise StoredEventError(
                     after + 1,
                     f"hole {after + 1}..{upto}: the engine did not return position {after + 1}",
                 )
             for r in got:
                 if r[0] != after + 1:
-                    raise ProjectionError(after + 1, "the engine returned records out of order")
+                    raise StoredEventError(after + 1, "the engine returned records out of order")
                 out.append(r)
                 after = r[0]
         self.filled += len(out)
@@ -114,8 +115,8 @@ class Follower:
             for pos, body, h in rows:
                 broken = verifier.feed(pos, body, h)
                 if broken is not None:
-                    raise ProjectionError(broken.position, f"hash chain broken: {broken.reason}")
-                events.append((decode(pos, body), h))
+                    raise StoredEventError(broken.position, f"hash chain broken: {broken.reason}")
+                events.append((decode_stored(pos, body), h))
             proj.preload(ev.get("doc_id") for ev, _ in events)
             for ev, h in events:
                 proj.apply(ev, h)

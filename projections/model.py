@@ -18,32 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.document import Conflict, DocumentView, fold_wire
-from engine.errors import SynvoiceError
-from engine.events import parse_event
 from engine.hashchain import GENESIS
 from engine.numbering import Epoch, close_epochs, fold_epoch_event
 from engine.schema.common import KINDS
-from engine.schema.registry import REGISTRY
+from engine.stored import StoredEventError
 from projections.numbers import Gap, find_gaps
 from projections.numindex import NumberIndex
-
-try:  # msgspec decodes msgpack about twice as fast; the output is the same plain objects.
-    import msgspec
-
-    _msgspec_decode = msgspec.msgpack.Decoder().decode
-    _DecodeError: type[Exception] = msgspec.DecodeError
-
-    def _decode(body: bytes) -> Any:
-        return _msgspec_decode(body)
-
-except ImportError:  # pragma: no cover - msgspec is optional
-    import msgpack
-
-    _DecodeError = ValueError
-
-    def _decode(body: bytes) -> Any:
-        return msgpack.unpackb(body, raw=False, strict_map_key=False)
-
 
 History = tuple[int, str, str, str, str, str, str, str]
 Renumbering = tuple[int, str, str, int, int, str, str, str, str]
@@ -53,35 +33,6 @@ Loader = Callable[[str], DocumentView | None]
 Finder = Callable[[str, int], Iterable[str]]
 ManyLoader = Callable[[Collection[str]], dict[str, DocumentView]]
 _KINDS = frozenset(KINDS)
-
-
-class ProjectionError(SynvoiceError):
-    """A stored event the projection cannot use, or events out of order."""
-
-    def __init__(self, position: int, message: str) -> None:
-        super().__init__("internal", f"position {position}: {message}")
-        self.position = position
-
-
-def decode(position: int, body: bytes) -> dict[str, Any]:
-    """Decode one stored record with the minimal checks a replay of our own,
-    hash-verified log needs; older schema versions go through ``parse_event``."""
-    try:
-        ev = _decode(body)
-    except (_DecodeError, ValueError) as exc:
-        raise ProjectionError(position, f"record is not valid msgpack ({exc})") from None
-    if type(ev) is not dict:
-        raise ProjectionError(position, "record is not an event map")
-    if ev.get("position") != position:
-        raise ProjectionError(position, f"record says it is at position {ev.get('position')}")
-    spec = REGISTRY.get(ev.get("type"))  # type: ignore[arg-type]
-    if spec is not None and ev.get("schema_version") != spec.schema_version:
-        try:
-            ev = parse_event(ev, stored=True).to_wire()
-        except SynvoiceError as exc:
-            raise ProjectionError(position, exc.message) from None
-    out: dict[str, Any] = ev
-    return out
 
 
 @dataclass
@@ -263,7 +214,7 @@ class Projector:
         """Fold the next event (``ev["position"]`` must be ``self.position + 1``)."""
         pos = ev["position"]
         if pos != self.position + 1:
-            raise ProjectionError(pos, f"out of order: the projection is at {self.position}")
+            raise StoredEventError(pos, f"out of order: the projection is at {self.position}")
         t = ev["type"]
         try:
             if t[:9] == "document.":
@@ -271,10 +222,10 @@ class Projector:
             elif t[:9] == "settings." or t[:10] == "numbering.":
                 self._setting(ev, t)
             # Other event types (e.g. billing) are not about these views.
-        except ProjectionError:
+        except StoredEventError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ProjectionError(pos, f"cannot fold {t}: {type(exc).__name__}: {exc}") from None
+            raise StoredEventError(pos, f"cannot fold {t}: {type(exc).__name__}: {exc}") from None
         self.position = pos
         if record_hash:
             self.last_hash = record_hash
@@ -283,7 +234,7 @@ class Projector:
         """Pass over the next record without folding it: it is another projector's
         (a partitioned rebuild folds each document in exactly one projector)."""
         if position != self.position + 1:
-            raise ProjectionError(position, f"out of order: the projection is at {self.position}")
+            raise StoredEventError(position, f"out of order: the projection is at {self.position}")
         self.position = position
         self.last_hash = record_hash
 
@@ -291,7 +242,7 @@ class Projector:
         doc_id = ev["doc_id"]
         kind = ev["kind"]
         if kind not in _KINDS or not isinstance(doc_id, str):
-            raise ProjectionError(pos, f"{t} without a valid doc_id and kind")
+            raise StoredEventError(pos, f"{t} without a valid doc_id and kind")
         v = self.docs.get(doc_id)
         if v is None:
             if self.loader is not None and doc_id not in self._absent:

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.hashchain import ChainBreak
-from projections.model import ProjectionError, Projector
+from engine.stored import StoredEventError
+from projections.model import Projector
 from projections.rebuild import (
     DOC_DIGEST,
     Builder,
@@ -91,7 +92,7 @@ def run_part(log_path: Path, part_path: Path, index: int, parts: int, until: str
                 if not more:
                     break
             summary = b.finish_part()
-        except ProjectionError as exc:
+        except StoredEventError as exc:
             b.abort()
             out.write(f"projection {exc.position} {exc.message}\n")
             return 2
@@ -207,7 +208,7 @@ def _collect(
     sel.close()
     if bad:
         # The same record fails in every partition that folds it: report the first.
-        raise ProjectionError(*min(bad))
+        raise StoredEventError(*min(bad))
     for i, p in enumerate(procs):
         if p.wait() != 0 or i not in outs:
             errs[i].seek(0)

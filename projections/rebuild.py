@@ -31,7 +31,8 @@ from engine.document import DocumentView
 from engine.hashchain import ChainBreak, ChainVerifier
 from engine.log import records_query
 from engine.schema.common import KINDS
-from projections.model import Changes, Projector, decode
+from engine.stored import decode_stored
+from projections.model import Changes, Projector
 from projections.numbers import Gap
 from projections.store import Digest, ViewStore, doc_row, encode_digest_row
 
@@ -206,7 +207,7 @@ class Builder:
                         proj.skip(position, h)
                         self.events += 1
                         continue
-            ev = decode(position, body)
+            ev = decode_stored(position, body)
             if until_time is not None and parse_time(ev["committed_at"]) > until_time:
                 self.done = True
                 break

@@ -9,6 +9,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import pytest
 from engine.natsproc import DEFAULT_CONFIG, DEPLOY_DIR, free_port, terminate
 
 ROOT = Path(__file__).resolve().parents[2]
+_NOT_SOURCES = (".git", ".venv", "build", "*.egg-info", "node_modules", "*cache*", "test-artifacts")
 
 
 def test_packaged_broker_config_is_the_deploy_copy() -> None:
@@ -30,9 +32,12 @@ def test_packaged_broker_config_is_the_deploy_copy() -> None:
 @pytest.mark.slow
 @pytest.mark.broker
 def test_wheel_in_a_fresh_venv_serves(tmp_path: Path) -> None:
+    # Build from a copy: setuptools writes build/ and egg-info beside the sources.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
     dist = tmp_path / "dist"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(dist), str(src)],
         check=True,
         timeout=300,
     )

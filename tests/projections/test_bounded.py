@@ -17,8 +17,9 @@ from engine.log import EventLog
 from engine.schema.common import Customer, Line
 from engine.schema.documents import CustomerChanged, Issued, LinesChanged, Voided
 from engine.schema.settings import UserModeSet
+from engine.stored import StoredEventError, decode_stored
 from projections.follow import Follower
-from projections.model import ProjectionError, Projector, decode
+from projections.model import Projector
 from projections.rebuild import Builder, build_from_log, parse_until
 from projections.store import ViewStore
 from tests.support.logs import Dev, Log, distributed_log, engine_event
@@ -96,7 +97,7 @@ def test_number_index_duplicates_equal_a_plain_count() -> None:
     log = busy_log(seed=11)
     p = Projector()
     for pos, body, h in log.rows:
-        p.apply(decode(pos, body), h)
+        p.apply(decode_stored(pos, body), h)
     expected: dict[tuple[str, int], list[str]] = {}
     for v in p.docs.values():
         if v.number:
@@ -211,6 +212,6 @@ def test_a_failed_rebuild_leaves_no_half_file(busy_file: Path, tmp_path: Path) -
     conn.commit()
     conn.close()
     for workers in (1, 2):
-        with pytest.raises(ProjectionError, match="position 30"):
+        with pytest.raises(StoredEventError, match="position 30"):
             build_from_log(bad, tmp_path / "v.sqlite", workers=workers)
         assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("v.sqlite")]

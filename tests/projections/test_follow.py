@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.stored import StoredEventError
 from projections.follow import Follower, Row
-from projections.model import Changes, ProjectionError
+from projections.model import Changes
 from projections.rebuild import Builder
 from projections.store import ViewsError, ViewStore
 from tests.support.logs import Dev, Log
@@ -57,7 +58,7 @@ async def test_a_hole_without_a_filler_is_an_error_not_a_skip(tmp_path: Path) ->
     store = ViewStore.open(tmp_path / "views.sqlite")
     f = await Follower.open(store)
     await f.feed(log.rows[:2])
-    with pytest.raises(ProjectionError, match=r"positions 3\.\.4 are missing"):
+    with pytest.raises(StoredEventError, match=r"positions 3\.\.4 are missing"):
         await f.feed([log.rows[4]])
     assert f.position == 2 and store.checkpoint()[0] == 2
     store.close()
@@ -70,7 +71,7 @@ async def test_a_broken_link_rolls_back_the_batch_and_keeps_the_checkpoint(tmp_p
     await f.feed(log.rows[:3])
     pos, body, h = log.rows[4]
     forged = (pos, body.replace(b"Acme", b"Acne"), h)
-    with pytest.raises(ProjectionError, match="position 5: hash chain broken"):
+    with pytest.raises(StoredEventError, match="position 5: hash chain broken"):
         await f.feed([log.rows[3], forged])
     assert f.position == 3 and store.checkpoint()[0] == 3
     assert store.counts()["history"] == 3  # position 4 was not committed either

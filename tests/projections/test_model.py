@@ -13,7 +13,8 @@ from engine.document import DocumentView, apply, wire_totals
 from engine.schema.common import Line, totals
 from engine.schema.documents import CustomerChanged, Issued, LinesChanged
 from engine.schema.settings import UserEnrolled, UserModeSet
-from projections.model import ProjectionError, Projector, decode
+from engine.stored import StoredEventError, decode_stored
+from projections.model import Projector
 from projections.numbers import SHARED
 from tests.support.logs import Dev, Log, distributed_log, engine_event
 
@@ -21,7 +22,7 @@ from tests.support.logs import Dev, Log, distributed_log, engine_event
 def project(log: Log, upto: int | None = None) -> Projector:
     p = Projector()
     for pos, body, h in log.rows[:upto]:
-        p.apply(decode(pos, body), h)
+        p.apply(decode_stored(pos, body), h)
     return p
 
 
@@ -186,12 +187,12 @@ def test_out_of_order_and_bad_records_are_refused_with_their_position() -> None:
     dev = Dev()
     log.append([dev.create(number=1), dev.create(number=2)])
     p = Projector()
-    with pytest.raises(ProjectionError, match="position 2: out of order"):
-        p.apply(decode(2, log.rows[1][1]))
-    with pytest.raises(ProjectionError, match="position 1: record is not valid msgpack"):
-        decode(1, b"\xc1garbage")
-    with pytest.raises(ProjectionError, match="says it is at position 1"):
-        decode(7, log.rows[0][1])
+    with pytest.raises(StoredEventError, match="position 2: out of order"):
+        p.apply(decode_stored(2, log.rows[1][1]))
+    with pytest.raises(StoredEventError, match="position 1: record is not valid msgpack"):
+        decode_stored(1, b"\xc1garbage")
+    with pytest.raises(StoredEventError, match="says it is at position 1"):
+        decode_stored(7, log.rows[0][1])
 
 
 def test_restore_continues_like_an_uninterrupted_fold() -> None:
@@ -204,7 +205,7 @@ def test_restore_continues_like_an_uninterrupted_fold() -> None:
     half = project(log, 2)
     again = Projector.restore(half.position, half.last_hash, half.settings(), half.docs.values())
     for pos, body, h in log.rows[2:]:
-        again.apply(decode(pos, body), h)
+        again.apply(decode_stored(pos, body), h)
     assert again.duplicates() == whole.duplicates() == []
     assert {d: v.as_dict() for d, v in again.docs.items()} == {
         d: v.as_dict() for d, v in whole.docs.items()
@@ -239,12 +240,12 @@ def test_unknown_kind_or_missing_doc_id_is_a_projection_error() -> None:
     log = Log()
     ev = Dev().create(number=1)
     log.append([ev])
-    raw = decode(1, log.rows[0][1])
+    raw = decode_stored(1, log.rows[0][1])
     raw["kind"] = "receipt"
-    with pytest.raises(ProjectionError, match="position 1"):
+    with pytest.raises(StoredEventError, match="position 1"):
         Projector().apply(raw)
     raw["kind"], raw["doc_id"] = "invoice", None
-    with pytest.raises(ProjectionError, match="position 1"):
+    with pytest.raises(StoredEventError, match="position 1"):
         Projector().apply(raw)
     assert uuid.UUID(str(ev.doc_id))
 
@@ -252,8 +253,8 @@ def test_unknown_kind_or_missing_doc_id_is_a_projection_error() -> None:
 @given(st.binary(max_size=200))
 def test_any_bytes_decode_to_an_event_map_or_a_projection_error(raw: bytes) -> None:
     try:
-        ev = decode(1, raw)
-    except ProjectionError as exc:
+        ev = decode_stored(1, raw)
+    except StoredEventError as exc:
         assert exc.position == 1
     else:
         assert isinstance(ev, dict) and ev["position"] == 1
@@ -288,7 +289,7 @@ _values = st.one_of(
 def test_malformed_stored_events_are_refused_with_their_position(ev: dict[str, object]) -> None:
     try:
         Projector().apply(ev)
-    except ProjectionError as exc:
+    except StoredEventError as exc:
         assert exc.position == 1
 
 
