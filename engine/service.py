@@ -16,25 +16,15 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from engine import codec, protocol
+from engine import protocol
 from engine.core import EngineCore
+from engine.core.routes import ROUTES
 from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import Record
+from engine.messages import ErrorBody, ErrorReply, HeadNotice, encode
 
 log = logging.getLogger("synvoice.service")
-
-ENDPOINTS = {
-    "push": protocol.PUSH,
-    "pull": protocol.PULL,
-    "numbers": protocol.NUMBERS,
-    "status": protocol.STATUS,
-    "admin-enroll": protocol.ADMIN_ENROLL,
-    "admin-revoke": protocol.ADMIN_REVOKE,
-    "admin-mode": protocol.ADMIN_MODE,
-    "admin-register": protocol.ADMIN_REGISTER,
-    "admin-integration": protocol.ADMIN_INTEGRATION,
-}
 
 
 class EngineService:
@@ -53,8 +43,10 @@ class EngineService:
             version=__version__,
             description="Synvoice engine: event log, numbering, sync",
         )
-        for name, subject in ENDPOINTS.items():
-            await self.service.add_endpoint(name=name, subject=subject, handler=self._dispatch)
+        for route in ROUTES:  # the core's routing table: one endpoint per route
+            await self.service.add_endpoint(
+                name=route.name, subject=route.subject, handler=self._dispatch
+            )
         self.core.listeners.append(self._notify_head)
 
     async def stop(self) -> None:
@@ -101,13 +93,14 @@ class EngineService:
 
     def _notify_head(self, sealed: Sequence[tuple[Event, Record]]) -> None:
         head = sealed[-1][1].position
-        task = asyncio.create_task(self.nc.publish(protocol.HEAD, codec.pack({"head": head})))
+        task = asyncio.create_task(self.nc.publish(protocol.HEAD, encode(HeadNotice(head))))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
 
 async def _respond_error(req: Request, err: SynvoiceError) -> None:
     try:
-        await req.respond_error(str(err.status), err.message, data=codec.pack(err.to_wire()))
+        body = encode(ErrorReply(ErrorBody(err.code, err.message, err.details)))
+        await req.respond_error(str(err.status), err.message, data=body)
     except Exception:
         log.warning("could not send error reply on %s", req.subject)
