@@ -47,7 +47,22 @@ class EngineService:
             await self.service.add_endpoint(
                 name=route.name, subject=route.subject, handler=self._dispatch
             )
+        await self._until_subscribed()
         self.core.listeners.append(self._notify_head)
+
+    async def _until_subscribed(self) -> None:
+        """Ready means subscribed: return once the broker has the endpoints'
+        subscriptions, so a request sent when start() returns finds the engine.
+
+        ``nc.flush()`` is not enough: nats-py writes its PING straight to the
+        socket, ahead of the SUBs still in its pending buffer, so the PONG can
+        come back before the broker has them. A request to this instance's own
+        PING subject queues behind the SUBs on the same connection, and the
+        broker handles one connection's commands in order: its reply proves them.
+        """
+        assert self.service is not None
+        subject = f"$SRV.PING.{protocol.SERVICE_NAME}.{self.service.id}"
+        await self.nc.request(subject, b"", timeout=10)
 
     async def stop(self) -> None:
         if self.service is not None:
