@@ -161,7 +161,7 @@ async def test_data_limit_refuses_new_data_and_keeps_everything(
     again = await dev.client.push([created, *accepted[-2:]])
     assert all(r.duplicate for r in again.results)
     st = await dev.client.status()
-    assert st.usage.data_bytes <= st.limits.data_bytes == 6000
+    assert st.limits.data_bytes == 6000 and st.usage.data_bytes <= 6000
     assert eng.core.log.head == head
     # Verified intact, and an upgrade lets the refused push in.
     assert (await eng.core.log.verify())[1] is None
