@@ -159,7 +159,7 @@ class Commands:
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
         set by hand). Works offline (centralized mode then gives number 0)."""
-        lines = list(lines)  # a second try reads them again
+        lines = _lines(lines)  # checked once; a second try reads them again
 
         async def run(first_try: bool) -> str:
             return await self._create(
@@ -377,12 +377,8 @@ class Commands:
 
 
 def _model(model: type[BaseModel], **kw: Any) -> Any:
-    try:
-        m = model(**kw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise SynvoiceError("schema", f"{where}: {first['msg']}") from None
+    """An event payload, checked (content and size) before anything is recorded."""
+    m = _part(model, kw, "")
     # Refused here, before a number is taken or anything shows as done: the engine
     # would set the event aside at the next sync (1 KiB left for the envelope).
     size = len(codec.pack(m.model_dump(mode="json")))
@@ -394,16 +390,32 @@ def _model(model: type[BaseModel], **kw: Any) -> Any:
     return m
 
 
+def _part(model: type[BaseModel], value: object, where: str) -> Any:
+    """``value`` validated as ``model``; any bad input is a ``schema`` error."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = ".".join(
+            [where, *(str(p) for p in first["loc"])] if where else map(str, first["loc"])
+        )
+        raise SynvoiceError("schema", f"{loc or model.__name__}: {first['msg']}") from None
+
+
 def _customer(c: Customer | dict[str, Any] | str | None) -> Customer | None:
     if c is None or isinstance(c, Customer):
         return c
     if isinstance(c, str):
-        return _model(Customer, name=c)  # type: ignore[no-any-return]
-    return _model(Customer, **c)  # type: ignore[no-any-return]
+        c = {"name": c}
+    return _part(Customer, c, "customer")  # type: ignore[no-any-return]
 
 
 def _lines(lines: Iterable[Line | dict[str, Any]]) -> list[Line]:
-    return [ln if isinstance(ln, Line) else _model(Line, **ln) for ln in lines]
+    if isinstance(lines, str | bytes | dict) or not isinstance(lines, Iterable):
+        raise SynvoiceError("schema", "lines: a list of lines")
+    return [
+        ln if isinstance(ln, Line) else _part(Line, ln, f"lines.{i}") for i, ln in enumerate(lines)
+    ]
 
 
 def _date(d: date | str | None, what: str) -> date | None:
@@ -411,7 +423,7 @@ def _date(d: date | str | None, what: str) -> date | None:
         return d
     try:
         return date.fromisoformat(d)
-    except ValueError:
+    except (ValueError, TypeError):
         raise SynvoiceError("schema", f"{what} must be a date YYYY-MM-DD, not {d!r}") from None
 
 

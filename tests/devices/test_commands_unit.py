@@ -7,12 +7,16 @@ for a sync; the numbering follows the mode the pulled settings events set."""
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from devices.agent import DeviceAgent
@@ -194,6 +198,50 @@ async def test_bad_input_is_refused_and_records_nothing(
             await call(agent)
         assert err.value.code == code
     assert agent.pending_count() == 0 and agent.documents() == []
+
+
+JUNK = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=6,
+)
+NUMBER_TEXT = st.integers(-5, 5).map(str) | st.sampled_from(["1.5", "1e3", "x", ""])
+LINE = st.fixed_dictionaries(
+    {"description": st.text(max_size=12), "quantity": NUMBER_TEXT, "unit_price": NUMBER_TEXT},
+    optional={"tax_rate": NUMBER_TEXT | JUNK, "extra": JUNK},
+)
+CUSTOMER = st.text(max_size=12) | st.fixed_dictionaries(
+    {"name": st.text(max_size=12)}, optional={"email": JUNK, "tax_id": JUNK}
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(["invoice", "quote", "estimate"]) | JUNK,
+    customer=CUSTOMER | JUNK,
+    lines=st.lists(LINE | JUNK, max_size=3) | JUNK,
+    extra=st.fixed_dictionaries(
+        {}, optional={"issue_date": JUNK, "currency": JUNK, "notes": JUNK, "number": JUNK}
+    ),
+)
+def test_any_input_is_recorded_or_refused_with_a_clear_error(
+    kind: Any, customer: Any, lines: Any, extra: dict[str, Any]
+) -> None:
+    async def check(home: Path) -> None:
+        a = await DeviceAgent.init(home, token(), background=False)
+        try:
+            try:
+                v = await a.create(kind, customer, lines, **extra)
+            except SynvoiceError as exc:
+                assert exc.code in ("schema", "too_large"), exc
+                assert a.pending_count() == 0 and a.documents() == []
+            else:
+                assert a.pending_count() == 1 and a.document(v.doc_id) == v
+        finally:
+            await a.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(check(Path(tmp) / "dev"))
 
 
 async def test_a_chosen_document_id_is_made_once(agent: DeviceAgent) -> None:
