@@ -1,0 +1,147 @@
+"""Process supervision with real processes: ``synvoice serve`` and its children.
+
+The embedded broker and the live-views worker never outlive the engine; a
+second engine never opens a data folder in use; the engine restarts a broker
+that died under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from engine.client import EngineClient
+from engine.natsproc import port_in_use
+from tests.support.harness import wait_for
+from tests.support.serve import RECONNECT, ServeProcess, alive
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> ServeProcess:
+    (tmp_path / "data").mkdir(mode=0o700)
+    return ServeProcess(tmp_path / "data")
+
+
+async def _push_one(client: EngineClient, enrollment_user: str, device_id: str, seq: int) -> str:
+    from tests.support.harness import DeviceCreds
+
+    d = DeviceCreds(device_id, enrollment_user, b"", client, seq=seq - 1)
+    ev = d.created()
+    r = await client.push([ev])
+    return str(r["results"][0]["event_id"])
+
+
+async def test_kill9_of_serve_leaves_no_child_and_restarts_on_the_same_port(
+    serve: ServeProcess,
+) -> None:
+    serve.start()
+    try:
+        broker, worker = await serve.children()
+        await wait_for(lambda: alive(worker), timeout=10)
+        assert alive(broker) and worker is not None
+        serve.kill9()
+        # The kernel ends both (PR_SET_PDEATHSIG), no clean-up code runs.
+        await wait_for(lambda: not alive(broker) and not alive(worker), timeout=5)
+        assert not port_in_use(serve.port)
+        serve.start()  # right away, same port, same store
+        again, _ = await serve.children()
+        assert again != broker
+        [enrollment] = await serve.enroll(["alice"])
+        client = await EngineClient.connect_enrolled(enrollment, **RECONNECT)
+        try:
+            assert (await client.status())["embedded_broker"]["restarts"] == 0
+        finally:
+            await client.close()
+    finally:
+        serve.stop()
+
+
+async def test_a_second_engine_on_a_data_folder_in_use_is_refused(
+    serve: ServeProcess,
+) -> None:
+    serve.start()
+    try:
+        second = ServeProcess(serve.data_dir, 0)  # any port: the folder is what is refused
+        proc = second.popen()
+        assert proc.wait(30) == 1
+        lines = second.output().strip().splitlines()
+        assert lines[-1] == (
+            f"synvoice: error: data folder {serve.data_dir} is in use by another engine "
+            f"(pid {serve.pid})"
+        )
+        # The first one still serves, its broker untouched.
+        assert (await serve.status())["embedded_broker"]["restarts"] == 0
+    finally:
+        serve.stop()
+
+
+async def test_graceful_stop_ends_the_children_too(serve: ServeProcess) -> None:
+    serve.start()
+    broker, worker = await serve.children()
+    serve.stop()
+    assert not alive(broker) and not alive(worker)
+
+
+async def test_kill9_of_the_broker_is_repaired_by_the_engine(serve: ServeProcess) -> None:
+    serve.start()
+    try:
+        [enrollment] = await serve.enroll(["alice"])
+        client = await EngineClient.connect_enrolled(enrollment, timeout=2, **RECONNECT)
+        acked = [await _push_one(client, "alice", enrollment.device_id, 1)]
+        broker, _ = await serve.children()
+        for kill in range(2):
+            os.kill(broker, signal.SIGKILL)
+
+            async def serves_again() -> bool:
+                try:
+                    acked.append(
+                        await _push_one(client, "alice", enrollment.device_id, len(acked) + 1)
+                    )
+                    return True
+                except Exception:
+                    return False
+
+            await wait_for(serves_again, timeout=15, interval=0.1)
+            st = await client.status()
+            assert st["embedded_broker"]["restarts"] == kill + 1
+            assert st["embedded_broker"]["pid"] != broker
+            broker = st["embedded_broker"]["pid"]
+        # Nothing acknowledged is lost, and the stream catches up with the log.
+        await wait_for(lambda: _published(serve, client, len(acked)), timeout=15, interval=0.1)
+        await client.close()
+    finally:
+        serve.stop()
+    from tests.engine.test_fault import stored_events
+
+    assert set(acked) <= set(stored_events(serve.data_dir / "log.sqlite"))
+
+
+async def _published(serve: ServeProcess, client: EngineClient, n: int) -> bool:
+    st = await client.status()
+    return bool(st["published"] >= st["head"] >= n)
+
+
+async def test_a_store_still_used_by_an_old_broker_is_refused(serve: ServeProcess) -> None:
+    """Where the kernel cannot end a broker with its engine (no prctl), a broker
+    left behind keeps the store locked: a new engine names it instead of
+    opening the same JetStream store twice."""
+    import fcntl
+
+    nats_dir = serve.data_dir / "nats"
+    nats_dir.mkdir(mode=0o700)
+    with open(nats_dir / "store.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242")
+        held.flush()
+        proc = serve.popen()
+        assert await asyncio.to_thread(proc.wait, 30) == 1
+    assert serve.output().strip().splitlines()[-1] == (
+        f"synvoice: error: a nats-server left by an earlier engine (pid 4242) still uses "
+        f"{nats_dir}; stop it, then start the engine again"
+    )
