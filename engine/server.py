@@ -56,8 +56,12 @@ async def connect_nats(url: str, name: str, attempts: int = 100, **opts: Any) ->
     async def on_error(exc: Exception) -> None:
         log.warning("broker connection: %s", " ".join(f"{type(exc).__name__} {exc}".split()))
 
+    connected: list[Client] = []
+
     async def on_disconnected() -> None:
-        log.warning("lost the broker connection; reconnecting")
+        nc = connected[0] if connected else None
+        if nc is None or not (nc.is_closed or nc.is_draining):  # not our own stop
+            log.warning("lost the broker connection; reconnecting")
 
     async def on_reconnected() -> None:
         log.info("reconnected to the broker")
@@ -69,7 +73,7 @@ async def connect_nats(url: str, name: str, attempts: int = 100, **opts: Any) ->
     }
     for _ in range(attempts):
         try:
-            return await nats.connect(
+            nc = await nats.connect(
                 server_list(url),
                 name=name,
                 max_reconnect_attempts=-1,
@@ -77,6 +81,8 @@ async def connect_nats(url: str, name: str, attempts: int = 100, **opts: Any) ->
                 connect_timeout=2,
                 **{**callbacks, **opts},
             )
+            connected.append(nc)
+            return nc
         except Exception as exc:  # refused, timeout, no servers
             last = exc
             await asyncio.sleep(0.2)

@@ -17,7 +17,7 @@ import pytest
 from engine.client import EngineClient
 from engine.natsproc import port_in_use
 from tests.support.harness import wait_for
-from tests.support.serve import RECONNECT, ServeProcess, alive
+from tests.support.serve import RECONNECT, ServeProcess, alive, all_gone
 
 pytestmark = pytest.mark.broker
 
@@ -47,7 +47,7 @@ async def test_kill9_of_serve_leaves_no_child_and_restarts_on_the_same_port(
         assert alive(broker) and worker is not None
         serve.kill9()
         # The kernel ends both (PR_SET_PDEATHSIG), no clean-up code runs.
-        await wait_for(lambda: not alive(broker) and not alive(worker), timeout=5)
+        await wait_for(all_gone(broker, worker), timeout=5)
         assert not port_in_use(serve.port)
         serve.start()  # right away, same port, same store
         again, _ = await serve.children()

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,11 @@ def alive(pid: int | None) -> bool:
             return f.read().rpartition(")")[2].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def all_gone(*pids: int | None) -> Callable[[], bool]:
+    """A ``wait_for`` predicate: none of ``pids`` is alive any more."""
+    return lambda: not any(alive(p) for p in pids)
 
 
 class ServeProcess:
