@@ -98,6 +98,10 @@ class NatsServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout: float = 10.0) -> NatsServer:
         self.spawn()
         self.wait_listening(timeout)

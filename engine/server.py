@@ -371,7 +371,8 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     killed engine leaves no stale lock behind."""
     f = _try_lock(data_dir / "engine.lock")
     if isinstance(f, int):
-        raise RuntimeError(f"data folder {data_dir} is in use by another engine (pid {f})")
+        who = f" (pid {f})" if f else ""  # 0: it has not written its pid yet
+        raise RuntimeError(f"data folder {data_dir} is in use by another engine{who}")
     _write_pid(f, os.getpid())
     return f
 

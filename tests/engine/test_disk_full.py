@@ -147,3 +147,31 @@ async def test_disk_full_is_unavailable_and_recovers_by_itself(small_disk: Path)
     finally:
         await h.close()
         await server.stop()
+
+
+async def test_a_full_log_is_unavailable_without_root(engine: EngineHarness) -> None:
+    """The same refusal where no tmpfs can be mounted: SQLite's page limit on the
+    writer's connection makes a commit fail with SQLITE_FULL as a full disk does."""
+    core = engine.core
+    dev = await engine.device("alice")
+    await dev.client.push([big_event(dev)])
+    w = core.log._w
+    pages = await core.log._call(lambda: w.execute("PRAGMA page_count").fetchone()[0])
+    await core.log._call(lambda: w.execute(f"PRAGMA max_page_count = {pages + 2}"))
+    head = core.log.head
+    with pytest.raises(SynvoiceError) as refused:
+        for _ in range(5):  # bounded: a page or two of room first
+            await dev.client.push([big_event(dev)])
+    assert refused.value.code == "unavailable"
+    assert refused.value.message.startswith("disk full")
+    assert core.log.head == head
+    # Numbers too: nothing reserved, nothing counted.
+    last = core.state.counters["invoice"].last
+    with pytest.raises(SynvoiceError, match="disk full"):
+        await dev.client.next_numbers([("invoice", uuid.uuid4()) for _ in range(200)])
+    assert core.state.counters["invoice"].last == last
+
+    await core.log._call(lambda: w.execute("PRAGMA max_page_count = 4294967294"))
+    r = await dev.client.push([big_event(dev)])
+    assert r["results"][0]["position"] == head + 1
+    assert await dev.client.next_numbers([("invoice", uuid.uuid4())]) == [last + 1]

@@ -45,6 +45,9 @@ async def test_kill9_of_serve_leaves_no_child_and_restarts_on_the_same_port(
         broker, worker = await serve.children()
         await wait_for(lambda: alive(worker), timeout=10)
         assert alive(broker) and worker is not None
+        # The broker holds the store lock too (what keeps a second broker off it).
+        fds = Path(f"/proc/{broker}/fd")
+        assert any(os.readlink(fd).endswith("store.lock") for fd in fds.iterdir())
         serve.kill9()
         # The kernel ends both (PR_SET_PDEATHSIG), no clean-up code runs.
         await wait_for(all_gone(broker, worker), timeout=5)
