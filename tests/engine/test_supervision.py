@@ -65,14 +65,14 @@ async def test_kill9_of_serve_leaves_no_child_and_restarts_on_the_same_port(
         serve.stop()
 
 
-async def test_a_second_engine_on_a_data_folder_in_use_is_refused(
+async def test_a_second_engine_is_refused_and_a_stop_ends_the_children(
     serve: ServeProcess,
 ) -> None:
     serve.start()
     try:
         second = ServeProcess(serve.data_dir, 0)  # any port: the folder is what is refused
         proc = second.popen()
-        assert proc.wait(30) == 1
+        assert await asyncio.to_thread(proc.wait, 30) == 1
         lines = second.output().strip().splitlines()
         assert lines[-1] == (
             f"synvoice: error: data folder {serve.data_dir} is in use by another engine "
@@ -80,15 +80,10 @@ async def test_a_second_engine_on_a_data_folder_in_use_is_refused(
         )
         # The first one still serves, its broker untouched.
         assert (await serve.status())["embedded_broker"]["restarts"] == 0
+        broker, worker = await serve.children()
     finally:
         serve.stop()
-
-
-async def test_graceful_stop_ends_the_children_too(serve: ServeProcess) -> None:
-    serve.start()
-    broker, worker = await serve.children()
-    serve.stop()
-    assert not alive(broker) and not alive(worker)
+    assert not alive(broker) and not alive(worker)  # a clean stop ends them too
 
 
 async def test_kill9_of_the_broker_is_repaired_by_the_engine(serve: ServeProcess) -> None:

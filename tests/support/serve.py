@@ -7,6 +7,7 @@ and the worker's come from the engine's status reply.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 from engine.brokerauth import admin_nats_options
 from engine.client import EngineClient
 from engine.enrollment import Enrollment
+from engine.errors import SynvoiceError
 from engine.natsproc import free_port, terminate
 from engine.protocol import ADMIN_DEVICE
 
@@ -124,16 +126,26 @@ class ServeProcess:
         )
 
     async def enroll(self, users: list[str]) -> list[Enrollment]:
+        await self.status()  # answering (an enrollment is not retried: it is not idempotent)
         admin = await self.admin()
         try:
             return [Enrollment.from_reply(self.url, await admin.enroll(u)) for u in users]
         finally:
             await admin.close()
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The status reply, retried while the engine is not (yet, again) answering."""
         admin = await self.admin()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         try:
-            return await admin.status()
+            while True:
+                try:
+                    return await admin.status()
+                except SynvoiceError as err:
+                    if err.code != "unavailable" or loop.time() > deadline:
+                        raise
+                await asyncio.sleep(0.1)
         finally:
             await admin.close()
 
