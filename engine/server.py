@@ -41,6 +41,7 @@ log = logging.getLogger("synvoice.server")
 
 BROKER_CHECK_EVERY = 0.2  # seconds between checks that the embedded broker still runs
 MIN_FREE = 1 << 20  # bytes free on the broker's disk before a stuck broker is restarted
+REPAIR_EVERY = 30.0  # seconds between restarts of a broker that is up but stuck
 LOCK_WAIT = 5.0  # seconds a start waits for a just-killed broker to let go of its store
 
 # Modules that extend a running engine: each has ``async def attach(server)``
@@ -101,6 +102,7 @@ class EngineServer:
         self._store_lock: IO[str] | None = None  # inherited by each broker we start
         self._broker_watch: asyncio.Task[None] | None = None
         self.broker_restarts = 0
+        self._repaired_at = float("-inf")  # loop time of the last restart of a stuck broker
         self.nats_url = ""
         self.broker: brokerauth.BrokerAuth | None = None  # embedded broker with users
         self.tls: ssl.SSLContext | None = None
@@ -242,6 +244,10 @@ class EngineServer:
         if free < MIN_FREE:
             log.warning("publishing waits for room on the broker's disk (%d bytes free)", free)
             return
+        now = asyncio.get_running_loop().time()
+        if now - self._repaired_at < REPAIR_EVERY:
+            return  # a restart disconnects every device: not in a loop
+        self._repaired_at = now
         log.warning("publishing is stuck with the broker up (a full disk before?): restarting it")
         await asyncio.to_thread(terminate, srv.proc, 5.0)
 
@@ -250,8 +256,8 @@ class EngineServer:
 
         Same port, store and generated users (the files in DATA/nats), so the
         engine's and the devices' connections simply reconnect; the publisher
-        resumes from the log (engine.publisher). Polling: asyncio's child
-        watchers would see a process the engine did not start with asyncio.
+        resumes from the log (engine.publisher). Polled: the broker is a
+        plain ``subprocess.Popen`` child (tests start it the same way).
         """
         srv = self.nats_server
         assert srv is not None
