@@ -177,6 +177,13 @@ class BrokerStatus(Struct):
     tls: bool
 
 
+class EmbeddedBrokerStatus(Struct):
+    """The embedded nats-server the engine supervises (the ``embedded_broker`` part)."""
+
+    pid: int | None
+    restarts: int
+
+
 class ViewsStatus(Struct):
     """The live views worker (the ``views`` plugin part of the status reply)."""
 
@@ -208,6 +215,7 @@ class StatusReply(EditionStatus, kw_only=True, omit_defaults=True):
     broker: BrokerStatus
     # Plugins' parts (``EngineCore.status_parts``), absent when not running.
     views: ViewsStatus | None = None
+    embedded_broker: EmbeddedBrokerStatus | None = None
 
 
 class CredentialsReply(Struct, kw_only=True, omit_defaults=True):

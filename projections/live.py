@@ -13,7 +13,8 @@ engine's process it took the event loop's core, in its own it uses the second
 one. Its memory, and the first-start rebuild of a big log, stay out of the
 engine too. A worker that fails or is killed is started again and resumes
 from the views' checkpoint; when the engine dies, the worker's stdin closes
-and it ends (after applying what it was told about).
+and it ends (at once on Linux: it asks the kernel for SIGKILL when the
+engine dies, see engine.lifeline).
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ class LiveProjection:
             str(self.core.config.log_path.resolve()),
             "--views",
             str(self.path.resolve()),
+            # It binds itself to us (engine.lifeline): a kill -9 of the engine
+            # ends it at once, not after its stdin's end-of-file is noticed.
+            "--parent",
+            str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # Its folding threads would each get a glibc malloc arena: two keep

@@ -234,7 +234,11 @@ class Writer:
 
 def _fail(job: Job, exc: Exception) -> None:
     if not job.future.done():
-        job.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
+        # A refusal the log raised (e.g. "unavailable: disk full") reaches the caller as it is.
+        if isinstance(exc, SynvoiceError):
+            job.future.set_exception(exc)
+        else:
+            job.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
 
 
 async def load_state(log_: EventLog) -> EngineState:
