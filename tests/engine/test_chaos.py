@@ -69,7 +69,7 @@ class Device:
                 if r is None:
                     return
                 self.numbers.update((str(d), n) for d, n in zip(docs, nums, strict=True))
-                self.acked.update(x["event_id"] for x in r["results"])
+                self.acked.update(x.event_id for x in r.results)
         finally:
             with contextlib.suppress(Exception):
                 await client.close()
