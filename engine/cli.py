@@ -62,6 +62,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cfg.sync = args.sync
     if args.no_publish:
         cfg.publish = False
+    if args.accept_log_rollback:
+        cfg.accept_log_rollback = True
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -228,6 +230,11 @@ async def _cmd_status(args: argparse.Namespace) -> int:
     active = sum(1 for d in st["devices"].values() if not d["revoked"])
     t.add_row("devices", f"{active} active, {len(st['devices']) - active} revoked")
     t.add_row("counters", ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
+    anchor = st.get("anchor")
+    if anchor:  # engine.anchor: what devices pin and auditors check against
+        t.add_row("engine key", anchor["engine_key"])
+        cp = anchor.get("checkpoint")
+        t.add_row("checkpoint", f"position {cp['position']} at {cp['time']}" if cp else "-")
     for key, value in _edition_rows(st):
         t.add_row(key, value)
     views = st.get("views")
@@ -443,6 +450,12 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, help="PEM private key for the embedded broker")
     p.add_argument("--tls-ca", type=Path, help="CA that clients trust (default: --tls-cert)")
     p.add_argument("--stream-replicas", type=int, help="JetStream replicas (3 on a cluster)")
+    p.add_argument(
+        "--accept-log-rollback",
+        action="store_true",
+        help="start on a log older than what was published (a restored backup): the "
+        "missing published positions are skipped, never reused, and the rollback is logged",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(handler=_cmd_serve)
 

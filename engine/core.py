@@ -25,9 +25,11 @@ from typing import Any
 
 import msgpack
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine import auth, brokerauth, codec, editions, fastparse, license, protocol
 from engine.config import EngineConfig
+from engine.enginekey import load_or_create_key, snapshot_key
 from engine.errors import SynvoiceError
 from engine.events import Event, construct_event, new_event, now, parse_event
 from engine.log import EventLog, Record, SideWrite
@@ -45,7 +47,7 @@ from engine.schema.settings import (
     UserEnrolled,
     UserModeSet,
 )
-from engine.state import EngineState
+from engine.state import EngineState, fold_log, open_snapshot, seal_snapshot
 
 log = logging.getLogger("synvoice.engine")
 
@@ -103,10 +105,20 @@ class _Job:
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig, log_: EventLog, state: EngineState) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        log_: EventLog,
+        state: EngineState,
+        engine_key: Ed25519PrivateKey | None = None,
+    ) -> None:
         self.config = config
         self.log = log_
         self.state = state
+        # Signs checkpoints (engine.anchor) and keys the snapshot seal.
+        self.engine_key = engine_key or load_or_create_key(config.data_dir)
+        self.snapshot_key = snapshot_key(self.engine_key)
+        self.checkpoint: dict[str, Any] | None = None  # the latest, sent with pulls
         self.admin_secret: bytes | None = None
         self._secrets: dict[str, bytes] = {}
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
@@ -136,7 +148,8 @@ class EngineCore:
     async def open(cls, config: EngineConfig) -> EngineCore:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         log_ = await EventLog.open(config.log_path, sync=config.sync)
-        core = cls(config, log_, await load_state(log_))
+        key = load_or_create_key(config.data_dir)
+        core = cls(config, log_, await load_state(log_, snapshot_key(key)), key)
         core._secrets = await log_.credentials()
         core.admin_secret = load_or_create_admin_secret(config)
         if config.license_key:
@@ -439,7 +452,7 @@ class EngineCore:
         # Splice the stored msgpack bodies into the reply as they are: no re-encoding.
         pk = msgpack.Packer(use_bin_type=True)
         parts = [
-            pk.pack_map_header(4 if with_hashes else 3),
+            pk.pack_map_header(3 + with_hashes + (self.checkpoint is not None)),
             pk.pack("head"),
             pk.pack(head),
             pk.pack("more"),
@@ -451,6 +464,9 @@ class EngineCore:
         if with_hashes:
             parts.append(pk.pack("hashes"))
             parts.append(pk.pack([r.hash for r in records]))
+        if self.checkpoint is not None:
+            parts.append(pk.pack("checkpoint"))
+            parts.append(pk.pack(self.checkpoint))
         return b"".join(parts)
 
     # --- centralized numbers --------------------------------------------------------
@@ -878,7 +894,7 @@ class EngineCore:
         """The state as the log has it, after a failed commit. If even that fails
         the writer stops: every request then gets 'unavailable' rather than wait."""
         try:
-            self.state = await load_state(self.log)
+            self.state = await load_state(self.log, self.snapshot_key)
             return True
         except Exception:
             log.exception("the engine state cannot be reloaded: writes stop")
@@ -915,7 +931,7 @@ class EngineCore:
                 (
                     "INSERT INTO meta(key, value) VALUES ('state', ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    [(codec.pack(self.state.to_snapshot()),)],
+                    [(self._sealed_snapshot(sealed),)],
                 ),
             ]
             if sealed or batch.side
@@ -947,25 +963,44 @@ class EngineCore:
                 except Exception:
                     log.exception("commit listener failed")
 
+    def _sealed_snapshot(self, sealed: Sequence[tuple[Event, Record]]) -> bytes:
+        """The state snapshot bound to the head this commit leaves (see state.seal_snapshot)."""
+        last = sealed[-1][1] if sealed else Record(self.log.head, b"", self.log.last_hash)
+        return seal_snapshot(self.state, last.position, last.hash, self.snapshot_key)
+
+    async def append_engine_events(self, events: list[Event]) -> None:
+        """Commit engine events through the writer (e.g. the log rollback record)."""
+
+        def plan(batch: _Batch) -> Callable[[int], Any]:
+            for ev in events:
+                batch.add(ev)
+            return lambda _base: {}
+
+        await self._submit(plan, len(events))
+
 
 def _fail(job: _Job, exc: Exception) -> None:
     if not job.future.done():
         job.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
 
 
-async def load_state(log_: EventLog) -> EngineState:
-    """The snapshot stored with the last commit (or an empty state for a new log)."""
+async def load_state(log_: EventLog, key: bytes) -> EngineState:
+    """The snapshot stored with the last commit if its seal holds for this log's
+    head, else the state folded from the log: an edited snapshot (counters reset,
+    a device added) is never believed, so no counter falls below the log's."""
     raw = await log_.get_meta("state")
-    if raw is None:
-        if log_.head:
-            # A log without a snapshot (e.g. copied from elsewhere): fold it.
-            st = EngineState()
-            async for rows in log_.iter_records():
-                for r in rows:
-                    st.apply(r.event(), len(r.body))
-            return st
+    if raw is None and not log_.head:
         return EngineState()
-    return EngineState.from_snapshot(codec.unpack(raw))
+    why = "no snapshot"
+    if raw is not None:
+        st, why = open_snapshot(raw, log_.head, log_.last_hash, key)
+        if st is not None:
+            return st
+    log.warning("engine state rebuilt from the log's %d records: %s", log_.head, why)
+    st = EngineState()
+    async for rows in log_.iter_records():
+        fold_log((r.body for r in rows), st)
+    return st
 
 
 def load_or_create_admin_secret(config: EngineConfig) -> bytes:

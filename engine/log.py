@@ -286,6 +286,13 @@ class EventLog:
             self.head = sealed[-1][1].position
             self.last_hash = sealed[-1][1].hash
 
+    def skip_to(self, position: int) -> None:
+        """Make the next append start after ``position`` (forward only): the one use
+        is the log rollback, whose event declares the gap (``hashchain.declared_gap``)."""
+        if position < self.head:
+            raise ValueError("a log position is never reused")
+        self.head = position
+
     async def set_meta(self, key: str, value: bytes) -> None:
         async with self._lock:
             await self._call(

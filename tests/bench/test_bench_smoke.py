@@ -40,7 +40,7 @@ async def test_generated_log_is_a_log_the_engine_wrote(tmp_path: Path) -> None:
                 assert codec.pack(ev.to_wire()) == r.body  # canonical stored form
                 folded.apply(ev, len(r.body))
                 types.add(ev.type)
-        stored = await load_state(log)
+        stored = await load_state(log, bytes(32))  # unsealed: folded
         assert stored.to_snapshot() == folded.to_snapshot()
         assert {"document.created", "document.number_assigned", "document.issued"} <= types
         assert await log.get_meta("published") == codec.pack(3000)
