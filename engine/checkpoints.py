@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 DOMAIN = b"synvoice-checkpoint-v1\n"
 
-FindingKind = Literal["truncated", "rewritten", "unanchored", "bad_signature"]
+FindingKind = Literal["truncated", "rewritten", "unanchored", "bad_signature", "snapshot"]
 
 
 class CheckpointError(ValueError):

@@ -29,6 +29,7 @@ class PulledPage(msgspec.Struct):
     more: bool
     events: list[msgspec.Raw]
     hashes: list[bytes] | None = None
+    checkpoint: dict[str, Any] | None = None  # the engine's latest (engine.checkpoints)
 
 
 _decode_page = msgspec.msgpack.Decoder(PulledPage).decode
