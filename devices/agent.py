@@ -29,6 +29,7 @@ import nats.errors
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ValidationError
 
+from devices.anchors import DeviceAnchors
 from devices.catchup import FoldedPage, Prefetch, fold_page
 from devices.gcpause import gc_paused, gc_release
 from devices.numbering import DeviceNumbering, duplicates
@@ -178,6 +179,7 @@ class DeviceAgent:
         self._seq = 0
         self._last_position = 0
         self._head = 0
+        self.anchors = DeviceAnchors()  # the engine key and checkpoints (devices.anchors)
         self._last_sync: str | None = None
         self._last_error: str | None = None
         self._outbox: dict[int, OutboxItem] = {}  # device_seq -> item, in order
@@ -288,6 +290,7 @@ class DeviceAgent:
         self._seq = int(m.get("device_seq", 0))
         self._last_position = int(m.get("last_position", 0))
         self._head = int(m.get("head", 0))
+        self.anchors = DeviceAnchors(m.get("anchors"))
         self._last_sync = m.get("last_sync")
         snap = m.get("numbering")
         self.numbering = DeviceNumbering.from_snapshot(snap) if snap else DeviceNumbering()
@@ -612,7 +615,7 @@ class DeviceAgent:
         async def fetch(after: int) -> PulledPage:
             # The request is made only when the prefetch task runs: one cancelled
             # before it starts leaves no un-awaited coroutine behind.
-            return await self._call(client.pull_page(after=after, limit=PULL_LIMIT))
+            return await self._call(client.pull_page(after=after, limit=PULL_LIMIT, hashes=True))
 
         pages = Prefetch(fetch, self._last_position)
         # Views folded but not stored yet (the next page folds on top).
@@ -629,6 +632,8 @@ class DeviceAgent:
         frozen = False
         try:
             while (page := await pages.next()) is not None:
+                # Refused whole (``tampered``) if it disagrees with the checkpoints held.
+                self.anchors.check_page(page, folded_to, self._last_position)
                 head = page.head
                 self._head = max(self._head, head)
                 todo = head - folded_to
@@ -661,6 +666,7 @@ class DeviceAgent:
                     "last_position": folded.last,
                     "head": max(head, folded.last),
                     "view_shape": VIEW_SHAPE,
+                    "anchors": self.anchors.to_meta(),
                 }
                 if folded.numbering:
                     meta["numbering"] = self.numbering.to_snapshot()
