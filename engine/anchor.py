@@ -184,10 +184,20 @@ class Anchor:
                 f"continue from this one (positions {head + 1}..{top} are then skipped, "
                 "never reused, and a settings.log_rolled_back event records it)"
             )
+        await self.roll_back(top, msg)
+
+    async def roll_back(self, top: int, why: str) -> None:
+        """Continue after ``top`` (a position published before, that this log lacks):
+        record ``settings.log_rolled_back`` there (--accept-log-rollback only)."""
+        head = self.core.log.head
+        if top <= head:
+            return
+        if not self.accept_rollback:
+            raise LogRollbackError(f"{why} (start with --accept-log-rollback to continue)")
         log.warning(
-            "%s: accepted (--accept-log-rollback); positions %d..%d skipped", msg, head + 1, top
+            "%s: accepted (--accept-log-rollback); positions %d..%d skipped", why, head + 1, top
         )
-        await self._record_rollback(head, top, msg)
+        await self._record_rollback(head, top, why)
 
     async def _hash_at(self, position: int) -> bytes | None:
         records = await self.core.log.read(position - 1, 1)

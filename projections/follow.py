@@ -19,7 +19,7 @@ import msgspec
 
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
-from engine.hashchain import ChainVerifier
+from engine.hashchain import ChainVerifier, declared_gap
 from projections.model import ProjectionError, Projector, decode
 from projections.store import ViewStore
 
@@ -70,7 +70,7 @@ class Follower:
                 pos = row[0]
                 if pos < nxt:
                     continue  # at or below the checkpoint: already in the views
-                if pos > nxt:
+                if pos > nxt and not declared_gap(nxt - 1, pos, row[1]):
                     todo.extend(await self._fill_hole(nxt - 1, pos - 1))
                 todo.append(row)
                 nxt = pos + 1

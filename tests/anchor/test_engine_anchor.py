@@ -170,3 +170,31 @@ async def test_a_restored_log_is_refused_by_the_stream_alone(
 
 def test_unused_helpers_are_importable() -> None:
     assert codec and uuid
+
+
+async def test_views_ahead_of_the_log_are_refused_or_rebuilt(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    from projections.live import live_projection
+
+    data = tmp_path / "data"
+    async with running_engine(data, nats_server.url, live_views=True, publish=False) as h:
+        dev = await h.device("alice")
+        for _ in range(3):
+            await dev.client.push([dev.created("invoice")])
+        live = live_projection(h.server)
+        assert live is not None
+        await live.wait_for(h.core.log.head)
+        head = h.core.log.head
+    tamper.cut_tail(data / "log.sqlite", head - 2)
+    (data / "checkpoints.jsonl").unlink()  # only the views know better now
+    server = EngineServer(engine_config(data, nats_server.url, publish=False))
+    with pytest.raises(RuntimeError, match=rf"views .* at position {head}, ahead of the log"):
+        await server.start()
+    async with running_engine(data, nats_server.url, publish=False, accept_log_rollback=True) as h:
+        live = live_projection(h.server)
+        assert live is not None
+        await live.wait_for(h.core.log.head)
+        # The positions the views held are not reused: the rollback record follows them.
+        assert live.status()["position"] == h.core.log.head == head + 1
+    assert (data / "views.sqlite.rolled-back").exists()

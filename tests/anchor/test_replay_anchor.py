@@ -4,7 +4,6 @@ the four alterations is named and exits 1; the untouched log passes."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 from pathlib import Path
 
 import pytest
@@ -36,9 +35,10 @@ async def built(tmp_path: Path, nats_server: NatsServer) -> Path:
 
 
 def _kept(data: Path, tmp_path: Path) -> Path:
-    """The auditor's copy of the checkpoints (``checkpoints export`` writes the same)."""
+    """The auditor's copy of the checkpoints (``synvoice checkpoints export``)."""
     out = tmp_path / "audit-checkpoints.jsonl"
-    shutil.copy(data / "checkpoints.jsonl", out)
+    assert main(["checkpoints", "export", "--data", str(data), "--out", str(out)]) == 0
+    assert out.read_text() == (data / "checkpoints.jsonl").read_text()
     (data / "checkpoints.jsonl").unlink()  # the attacker removed the engine's own copy
     return out
 
