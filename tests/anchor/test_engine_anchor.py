@@ -144,7 +144,7 @@ async def test_a_rewritten_log_is_refused_at_start(tmp_path: Path, nats_server: 
 
     tamper.rewrite(data / "log.sqlite", 3, edit)
     server = EngineServer(engine_config(data, nats_server.url, accept_log_rollback=True))
-    with pytest.raises(LogRollbackError, match="disagrees with .* at position"):
+    with pytest.raises(LogRollbackError, match=r"disagrees with .* at position"):
         await server.start()
 
 
