@@ -22,7 +22,7 @@ import msgspec
 from engine import checkpoints as cps
 from engine.client import PulledPage
 from engine.errors import SynvoiceError
-from engine.hashchain import GENESIS, declared_gap, link
+from engine.hashchain import GENESIS, ROLLBACK_TYPE, declared_gap, link
 
 KEEP = 16  # checkpoints kept (the newest), enough to span several syncs
 RECENT = 64  # page-end hashes kept, to check a page that starts at one of them
@@ -33,6 +33,30 @@ class _Position(msgspec.Struct):
 
 
 _decode_position = msgspec.msgpack.Decoder(_Position).decode
+
+
+class _Rollback(msgspec.Struct):
+    type: str
+    data: dict[str, Any]
+
+
+_decode_rollback = msgspec.msgpack.Decoder(_Rollback).decode
+
+
+def _rolled_back(body: bytes, pos: int) -> str | None:
+    """The message for a device past a log rollback (its records after ``after``
+    are no longer in the engine's log), if ``body`` is that rollback's record."""
+    try:
+        ev = _decode_rollback(body)
+    except msgspec.DecodeError:
+        return None
+    if ev.type != ROLLBACK_TYPE:
+        return None
+    return (
+        f"the engine's log was rolled back to position {ev.data.get('after')} "
+        f"(settings.log_rolled_back at {pos}): this device holds records the log no longer "
+        "has; set this device up again (a new home) to follow the engine"
+    )
 
 
 def tampered(message: str) -> SynvoiceError:
@@ -106,9 +130,15 @@ class DeviceAnchors:
             if pos <= after:
                 continue  # an overlapping page: already checked
             if pos != prev_pos + 1 and not declared_gap(prev_pos, pos, body):
-                raise tampered(f"the engine's log has no record at position {prev_pos + 1}")
+                raise tampered(
+                    _rolled_back(body, pos)
+                    or f"the engine's log has no record at position {prev_pos + 1}"
+                )
             if prev is not None and link(prev, body) != h:
-                raise tampered(f"the engine's hash chain is broken at position {pos}")
+                raise tampered(
+                    _rolled_back(body, pos)
+                    or f"the engine's hash chain is broken at position {pos}"
+                )
             cp = by_pos.get(pos)
             if cp is not None and cp.hash != h:
                 raise tampered(

@@ -75,6 +75,7 @@ class Anchor:
         self.every_seconds = every_seconds
         self.file = core.config.data_dir / CHECKPOINTS_FILE
         self.last: cps.Checkpoint | None = None
+        self._unpublished: cps.Checkpoint | None = None  # made, not yet in the stream
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -158,12 +159,15 @@ class Anchor:
     async def check_log(self) -> None:
         head = self.core.log.head
         anchors = await self.published_anchors()
+        skipped = await self.core.log.skipped()
         for cp, pos, h, where in anchors:
             if cp is not None and (self.last is None or cp.position > self.last.position):
                 self.last = cp
             if pos > head:
                 continue
             have = await self._hash_at(pos)
+            if have is None and any(lo <= pos <= hi for lo, hi in skipped):
+                continue  # published before a rollback that skipped it: not reused
             if have != h:
                 raise LogRollbackError(
                     f"the log disagrees with {where} at position {pos}: it was rewritten "
@@ -236,9 +240,12 @@ class Anchor:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self._unanchored():
+            if self._unanchored() or self._unpublished is not None:
                 try:
-                    await self.checkpoint()
+                    if self._unanchored():
+                        await self.checkpoint()
+                    else:
+                        await self._publish()
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -254,13 +261,22 @@ class Anchor:
         await asyncio.to_thread(_append_line, self.file, line)
         self.last = cp
         self.core.checkpoint = cp.to_dict()
-        if self.js is not None:
-            await self.js.publish(
-                protocol.CHECKPOINT_SUBJECT,
-                line.encode(),
-                headers={"Nats-Msg-Id": f"{cp.key}:{cp.position}:{cp.hash.hex()}"},
-            )
+        self._unpublished = cp
+        await self._publish()
         return cp
+
+    async def _publish(self) -> None:
+        """Publish the newest checkpoint not yet in the stream (retried until it is)."""
+        cp = self._unpublished
+        if cp is None or self.js is None:
+            return
+        await self.js.publish(
+            protocol.CHECKPOINT_SUBJECT,
+            cps.dumps([cp]).encode(),
+            headers={"Nats-Msg-Id": f"{cp.key}:{cp.position}:{cp.hash.hex()}"},
+        )
+        if self._unpublished is cp:
+            self._unpublished = None
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -270,6 +286,8 @@ class Anchor:
         try:
             if self._unanchored():
                 await self.checkpoint()
+            else:
+                await self._publish()
         except Exception as exc:
             log.warning("final checkpoint not published (%s)", exc)
 

@@ -109,3 +109,26 @@ async def test_a_device_refuses_an_engine_whose_log_was_rewritten(
             assert e.value.code == "tampered"
         finally:
             await agent.close()
+
+
+def test_a_device_past_a_log_rollback_is_told_so() -> None:
+    bodies, hashes = _chain(8)
+    a = DeviceAnchors()
+    a.check_page(_page(bodies, hashes, 8, None), 0, 0)
+    rb = codec.pack(
+        {
+            "position": 9,
+            "type": "settings.log_rolled_back",
+            "data": {"after": 5, "skipped_to": 8, "reason": "restored"},
+        }
+    )
+    h9 = link(hashes[4], rb)
+    for held in (8, 7):
+        b = DeviceAnchors(a.to_meta())
+        b.hashes[7] = hashes[6]
+        with pytest.raises(SynvoiceError, match="rolled back to position 5"):
+            b.check_page(_page([rb], [h9], 9, None), held, held)
+    # A device that had not gone past the rollback point follows across the gap.
+    c = DeviceAnchors()
+    c.check_page(_page(bodies[:5], hashes[:5], 5, None), 0, 0)
+    c.check_page(_page([rb], [h9], 9, None), 5, 5)

@@ -133,3 +133,16 @@ async def test_a_forged_checkpoint_file_is_refused(
     kept.write_text(text)
     assert await _replay(str(built / "log.sqlite"), "--checkpoints", str(kept)) == 1
     assert "bad_signature" in capsys.readouterr().err
+
+
+async def test_replay_of_a_running_engine_checks_its_checkpoints(
+    tmp_path: Path, nats_server: NatsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    async with running_engine(data, nats_server.url, live_views=False) as h:
+        dev = await h.device("alice")
+        await dev.client.push([dev.created("invoice")])
+        await h.server.anchor.checkpoint()
+        assert await _replay("--data", str(data), "--json") == 0
+        out = capsys.readouterr().out
+        assert '"ok": true' in out and "signed checkpoint" in out
