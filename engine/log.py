@@ -312,6 +312,24 @@ class EventLog:
             self.head = sealed[-1][1].position
             self.last_hash = sealed[-1][1].hash
 
+    async def skipped(self) -> list[tuple[int, int]]:
+        """The position ranges log rollbacks skipped (``settings.log_rolled_back``)."""
+        q = "SELECT body FROM events WHERE type = 'settings.log_rolled_back'"
+        async with self._r.execute(q) as cur:
+            rows = await cur.fetchall()
+        out: list[tuple[int, int]] = []
+        for (body,) in rows:
+            data = codec.unpack(bytes(body)).get("data") or {}
+            out.append((int(data["after"]) + 1, int(data["skipped_to"])))
+        return out
+
+    def skip_to(self, position: int) -> None:
+        """Make the next append start after ``position`` (forward only): the one use
+        is the log rollback, whose event declares the gap (``hashchain.declared_gap``)."""
+        if position < self.head:
+            raise ValueError("a log position is never reused")
+        self.head = position
+
     async def set_meta(self, key: str, value: bytes) -> None:
         async with self._lock:
             await self._write(

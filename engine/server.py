@@ -24,6 +24,7 @@ import nats
 from nats.aio.client import Client
 
 from engine import brokerauth, brokermanager, plugins
+from engine.anchor import Anchor
 from engine.config import EngineConfig
 from engine.core import EngineCore
 from engine.messages import EmbeddedBrokerStatus
@@ -98,6 +99,7 @@ class EngineServer:
         self.core: EngineCore | None = None
         self.nc: Client | None = None
         self.publisher: Publisher | None = None
+        self.anchor: Anchor | None = None
         self.service: EngineService | None = None
         self._lock: IO[str] | None = None
         self._store_lock: IO[str] | None = None  # inherited by each broker we start
@@ -141,6 +143,11 @@ class EngineServer:
         # A pull page must fit the broker's max_payload (an external broker may keep
         # NATS's 1 MB default): half of it for the bodies leaves room for the hashes.
         cfg.pull_max_bytes = min(cfg.pull_max_bytes, self.nc.max_payload // 2)
+        # Before publishing: a log older than what was published is refused here.
+        self.anchor = Anchor(
+            core, self.nc if cfg.publish else None, accept_rollback=cfg.accept_log_rollback
+        )
+        await self.anchor.start()
         if cfg.publish:
             self.publisher = Publisher(core, self.nc, on_stuck=self._repair_broker)
             await self.publisher.start()
@@ -307,6 +314,9 @@ class EngineServer:
                 log.warning("stopping with events not yet published (published at restart)")
             await self.publisher.stop()
             self.publisher = None
+        if self.anchor is not None:
+            await self.anchor.stop()  # the last checkpoint covers the final head
+            self.anchor = None
         if self.nc is not None:
             try:
                 await self.nc.drain()

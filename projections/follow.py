@@ -15,9 +15,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+import msgspec
+
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
-from engine.hashchain import ChainVerifier
+from engine.hashchain import ChainVerifier, declared_gap
 from engine.stored import StoredEventError, decode_stored
 from projections.model import Projector
 from projections.store import ViewStore
@@ -69,7 +71,7 @@ class Follower:
                 pos = row[0]
                 if pos < nxt:
                     continue  # at or below the checkpoint: already in the views
-                if pos > nxt:
+                if pos > nxt and not declared_gap(nxt - 1, pos, row[1]):
                     todo.extend(await self._fill_hole(nxt - 1, pos - 1))
                 todo.append(row)
                 nxt = pos + 1
@@ -150,7 +152,24 @@ async def pull_rows(
         (after + 1 + i, bytes(b), bytes(h))
         for i, (b, h) in enumerate(zip(page.events, hashes, strict=True))
     ]
+    if rows and _position(rows[-1][1]) != rows[-1][0]:
+        # Not contiguous: a log rollback skipped positions (settings.log_rolled_back).
+        rows = [(_position(b), b, h) for _, b, h in rows]
     return page.head, page.more, rows
+
+
+class _Position(msgspec.Struct):
+    position: int
+
+
+_decode_position = msgspec.msgpack.Decoder(_Position).decode
+
+
+def _position(body: bytes) -> int:
+    try:
+        return _decode_position(body).position
+    except msgspec.DecodeError as exc:
+        raise SynvoiceError("internal", f"malformed event in a pull reply: {exc}") from None
 
 
 def engine_filler(client: EngineClient, page: int = 5000) -> Filler:
