@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 import engine.schema  # noqa: F401  (registers every event type)
-from engine import auth, enrollment, errors, protocol
+from engine import auth, enrollment, errors, messages, protocol
 from engine.events import Event
 from engine.schema.common import KINDS, USER_MODES
 from engine.schema.registry import REGISTRY
@@ -53,13 +54,13 @@ def _obj(
     return out
 
 
-_INT = {"type": "integer", "minimum": 0}
-_POS = {"type": "integer", "minimum": 1}
-_STR = {"type": "string"}
-_BOOL = {"type": "boolean"}
-_BIN = {"type": "string", "x-msgpack": "bin", "description": "msgpack bin (raw bytes)"}
-_UUID = {"type": "string", "format": "uuid"}
-_KIND = {"type": "string", "enum": list(KINDS)}
+_INT: Schema = {"type": "integer", "minimum": 0}
+_POS: Schema = {"type": "integer", "minimum": 1}
+_STR: Schema = {"type": "string"}
+_BOOL: Schema = {"type": "boolean"}
+_BIN: Schema = {"type": "string", "x-msgpack": "bin", "description": "msgpack bin (raw bytes)"}
+_UUID: Schema = {"type": "string", "format": "uuid"}
+_KIND: Schema = {"type": "string", "enum": list(KINDS)}
 
 
 # --- payload models -----------------------------------------------------------------
@@ -68,7 +69,7 @@ _KIND = {"type": "string", "enum": list(KINDS)}
 def _model_schemas() -> tuple[dict[str, Schema], list[tuple[str, int, str]]]:
     """Components for every payload model (all versions) and the envelope; the
     (type, version, component name) of each event schema."""
-    models: list[tuple[type[BaseModel], str]] = [(Event, "validation")]
+    models: list[tuple[type[BaseModel], Literal["validation"]]] = [(Event, "validation")]
     names: list[tuple[str, int, str, type[BaseModel]]] = []
     for type_, spec in sorted(REGISTRY.items()):
         versions = {spec.schema_version: spec.model, **dict(spec.old_models)}
@@ -78,7 +79,7 @@ def _model_schemas() -> tuple[dict[str, Schema], list[tuple[str, int, str]]]:
     keymap, top = models_json_schema(models, ref_template=REF)
     defs: dict[str, Schema] = top.get("$defs", {})
     out: dict[str, Schema] = {}
-    for type_, version, name, model in names:
+    for _type, _version, name, model in names:
         ref = keymap[(model, "validation")]["$ref"].rsplit("/", 1)[-1]
         out[name] = defs[ref] if ref == name else _ref(ref)
     for key, schema in defs.items():
@@ -150,229 +151,150 @@ def _event_schemas(names: list[tuple[str, int, str]]) -> dict[str, Schema]:
 # --- request and reply bodies ----------------------------------------------------------
 
 
+# The replies of each endpoint: msgspec Structs of ``engine.messages``.
+_REPLIES: tuple[Any, ...] = (
+    messages.PushReply,
+    messages.PullReply,
+    messages.NumbersReply,
+    messages.StatusReply,
+    messages.EnrollReply,
+    messages.RevokeReply,
+    messages.ModeReply,
+    messages.RegisterReply,
+    messages.IntegrationList,
+    messages.IntegrationCredentials,
+    messages.IntegrationRemovedReply,
+    messages.ErrorReply,
+    messages.HeadNotice,
+)
+
+# What the Structs cannot say (value ranges, enums, what an event is), by Struct
+# and field; the descriptions are the bodies' rules. A refinement of a field the
+# Struct does not have fails the generation (and so the spec test).
+_REFINE: dict[str, Schema] = {
+    "PushRequest": {
+        "description": "Atomic: one invalid event refuses the whole push, nothing is "
+        "appended. Each event at most SYNVOICE_MAX_EVENT_BYTES (64 KiB) of msgpack.",
+        "properties": {"events": {"type": "array", "items": _ref("PushedEvent"), "maxItems": 5000}},
+    },
+    "PushResult": {
+        "description": "`duplicate`: already stored (the same event id); `position` is where.",
+        "properties": {"event_id": _UUID, "position": _POS},
+    },
+    "PushReply": {"properties": {"head": _INT}},
+    "PullRequest": {
+        "description": "Events after position `after`; the page is capped by `limit`, "
+        "SYNVOICE_PULL_LIMIT and SYNVOICE_PULL_MAX_BYTES.",
+        "properties": {
+            "after": {**_INT, "default": 0},
+            "limit": {"type": ["integer", "null"], "minimum": 1, "default": None},
+        },
+    },
+    "PullReply": {
+        "description": "`events` are positions after+1, after+2, ... without holes; `more`: "
+        "ask again with after = the last position received. `hashes` (with hashes=true): "
+        "each record's chain hash, 32 bytes.",
+        "properties": {
+            "head": _INT,
+            "events": {"type": "array", "items": _ref("StoredEvent")},
+            "hashes": {"type": "array", "items": _BIN},
+        },
+    },
+    "NumbersRequest": {
+        "description": "Centralized mode only (else `mode`). The same document asked again "
+        "gets the same number; `fresh` asks for a new one (renumbering).",
+        "properties": {
+            "items": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1000,
+                "items": _ref("NumberItem"),
+            }
+        },
+    },
+    "NumberItem": {"properties": {"kind": _KIND, "doc_id": _UUID}},
+    "NumbersReply": {
+        "description": "One number per item, in item order; each new one is also a "
+        "`document.number_assigned` event (source `server`) in the log.",
+        "properties": {"numbers": {"type": "array", "items": _POS}},
+    },
+    "StatusReply": {
+        "properties": {"mode": {"type": "string", "enum": list(USER_MODES)}},
+    },
+    "EnrollRequest": {"properties": {"name": {"type": ["string", "null"], "maxLength": 100}}},
+    "EnrollReply": {
+        "description": "`secret` (hex) signs the device's requests; `synvoice enroll` turns "
+        "this reply into an enrollment token.",
+        "properties": {"secret": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    },
+    "ModeRequest": {"properties": {"mode": {"type": "string", "enum": list(USER_MODES)}}},
+    "ModeReply": {"description": "`previous` only when the mode changed."},
+    "IntegrationRequest": {
+        "properties": {
+            "action": {"type": "string", "enum": ["add", "remove", "list"]},
+            "name": {"type": ["string", "null"], "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"},
+        }
+    },
+    "IntegrationCredentials": {
+        "description": "The integration's broker credentials: log in as `user`/`password`, "
+        "take replies under `inbox_prefix`, read `stream` through JetStream consumers.",
+        "properties": {
+            "stream": {"const": protocol.STREAM},
+            "subjects": {"const": protocol.LOG_SUBJECTS},
+        },
+    },
+    "ErrorReply": {
+        "description": "A refusal: nothing was changed. Also flagged with the nats.micro "
+        "headers Nats-Service-Error (message) and Nats-Service-Error-Code (status).",
+    },
+    "ErrorBody": {
+        "properties": {"code": {"type": "string", "enum": list(errors.ERROR_CODES)}},
+        "x-synvoice-status": dict(errors.ERROR_CODES),
+    },
+    "HeadNotice": {"properties": {"head": _INT}},
+}
+
+
 def _message_schemas() -> dict[str, Schema]:
-    """Request/reply bodies (engine/core.py). Written here: the engine decodes
-    requests field by field rather than through one model per message."""
-    epoch = _obj(
-        {
-            "epoch": _POS,
-            "start": _POS,
-            "increment": _POS,
-            "slots": {"type": "object", "additionalProperties": _POS},
-            "end": _POS,
-        },
-        ("epoch", "start", "increment", "slots", "end"),
+    """Request and reply bodies: the Structs of ``engine.messages``, refined."""
+    _, comps = msgspec.json.schema_components(
+        (*messages.REQUESTS, *_REPLIES), ref_template="#/components/schemas/{name}"
     )
-    return {
-        "PushRequest": _obj(
-            {"events": {"type": "array", "items": _ref("PushedEvent"), "maxItems": 5000}},
-            ("events",),
-            description="Atomic: one invalid event refuses the whole push, nothing is appended. "
-            "Each event at most SYNVOICE_MAX_EVENT_BYTES (64 KiB) of msgpack.",
-        ),
-        "PushReply": _obj(
-            {
-                "results": {
-                    "type": "array",
-                    "items": _obj(
-                        {"event_id": _UUID, "position": _POS, "duplicate": _BOOL},
-                        ("event_id", "position", "duplicate"),
-                    ),
-                },
-                "head": _INT,
-            },
-            ("results", "head"),
-            description="One result per pushed event, in order; `duplicate`: already stored "
-            "(the same event id), `position` is where it is.",
-        ),
-        "PullRequest": _obj(
-            {
-                "after": {**_INT, "default": 0},
-                "limit": {"type": "integer", "minimum": 1, "default": 5000},
-                "hashes": {**_BOOL, "default": False},
-            },
-            description="Events after position `after`; the page is capped by `limit`, "
-            "SYNVOICE_PULL_LIMIT and SYNVOICE_PULL_MAX_BYTES.",
-        ),
-        "PullReply": _obj(
-            {
-                "head": _INT,
-                "more": _BOOL,
-                "events": {"type": "array", "items": _ref("StoredEvent")},
-                "hashes": {"type": "array", "items": _BIN},
-            },
-            ("head", "more", "events"),
-            description="`events` are positions after+1, after+2, ... without holes; `more`: "
-            "ask again with after = the last position received. `hashes` (with "
-            "hashes=true): each record's chain hash, 32 bytes.",
-        ),
-        "NumbersRequest": _obj(
-            {
-                "items": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1000,
-                    "items": _obj(
-                        {"kind": _KIND, "doc_id": _UUID, "fresh": {**_BOOL, "default": False}},
-                        ("kind", "doc_id"),
-                    ),
-                }
-            },
-            ("items",),
-            description="Centralized mode only (else `mode`). The same document asked again "
-            "gets the same number; `fresh` asks for a new one (renumbering).",
-        ),
-        "NumbersReply": _obj(
-            {"numbers": {"type": "array", "items": _POS}},
-            ("numbers",),
-            description="One number per item, in item order; each is also a "
-            "`document.number_assigned` event (source `server`) in the log.",
-        ),
-        "StatusRequest": _obj({}),
-        "StatusReply": _obj(
-            {
-                "version": _STR,
-                "head": _INT,
-                "published": _INT,
-                "mode": {"type": "string", "enum": list(USER_MODES)},
-                "mode_set": _BOOL,
-                "users": {"type": "object", "additionalProperties": _POS},
-                "devices": {
-                    "type": "object",
-                    "additionalProperties": _obj(
-                        {
-                            "user": _STR,
-                            "name": {"type": ["string", "null"]},
-                            "revoked": _BOOL,
-                        },
-                        ("user", "revoked"),
-                    ),
-                },
-                "documents": _INT,
-                "events": _INT,
-                "data_bytes": _INT,
-                "counters": {"type": "object", "additionalProperties": _INT},
-                "epochs": {"type": "object", "additionalProperties": {"type": "array", "items": epoch}},
-                "uptime": {"type": "number"},
-                "usage": {"type": "object"},
-                "integrations": {"type": "array", "items": _STR},
-                "broker": _obj({"auth": _BOOL, "tls": _BOOL}, ("auth", "tls")),
-                "views": {"type": "object", "description": "the live views worker (if running)"},
-            },
-            ("version", "head", "published", "mode", "users", "devices", "counters", "epochs"),
-            extra=True,
-            description="Also the edition fields (edition, limits, ...) and plugins' parts.",
-        ),
-        "EnrollRequest": _obj(
-            {"user": _STR, "name": {"type": ["string", "null"], "maxLength": 100}}, ("user",)
-        ),
-        "EnrollReply": _obj(
-            {
-                "device_id": _STR,
-                "secret": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                "user": _STR,
-                "slot": _POS,
-                "broker_auth": _BOOL,
-                "tls_ca": {"type": ["string", "null"]},
-                "broker_warning": _STR,
-            },
-            ("device_id", "secret", "user", "slot"),
-            description="`secret` (hex) signs the device's requests; `synvoice enroll` "
-            "turns this reply into an enrollment token.",
-        ),
-        "RevokeRequest": _obj({"device_id": _STR, "reason": {"type": ["string", "null"]}}, ("device_id",)),
-        "RevokeReply": _obj(
-            {"device_id": _STR, "revoked": {"const": True}, "changed": _BOOL, "broker_warning": _STR},
-            ("device_id", "revoked", "changed"),
-        ),
-        "ModeRequest": _obj(
-            {"mode": {"type": "string", "enum": list(USER_MODES)}, "force": {**_BOOL, "default": False}},
-            ("mode",),
-        ),
-        "ModeReply": _obj(
-            {
-                "mode": {"type": "string", "enum": list(USER_MODES)},
-                "changed": _BOOL,
-                "previous": {"type": "string", "enum": list(USER_MODES)},
-            },
-            ("mode", "changed"),
-        ),
-        "RegisterRequest": _obj({"key": _STR}, ("key",)),
-        "RegisterReply": _obj(
-            {"changed": _BOOL, "edition": {}, "usage": {"type": "object"}, "edition_note": _STR},
-            ("changed",),
-            extra=True,
-        ),
-        "IntegrationRequest": _obj(
-            {
-                "action": {"type": "string", "enum": ["add", "remove", "list"]},
-                "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,31}$"},
-            },
-            ("action",),
-        ),
-        "IntegrationReply": {
-            "anyOf": [
-                _obj(
-                    {"integrations": {"type": "array", "items": _STR}, "broker_auth": _BOOL},
-                    ("integrations", "broker_auth"),
-                ),
-                _obj(
-                    {"name": _STR, "removed": {"const": True}, "changed": _BOOL, "broker_warning": _STR},
-                    ("name", "removed", "changed"),
-                ),
-                _obj(
-                    {
-                        "name": _STR,
-                        "user": _STR,
-                        "password": _STR,
-                        "inbox_prefix": _STR,
-                        "stream": {"const": protocol.STREAM},
-                        "subjects": {"const": protocol.LOG_SUBJECTS},
-                        "broker_auth": _BOOL,
-                        "tls_ca": {"type": ["string", "null"]},
-                        "changed": _BOOL,
-                        "broker_warning": _STR,
-                    },
-                    ("name", "user", "password", "inbox_prefix", "stream", "subjects", "changed"),
-                ),
-            ],
-            "description": "list / remove / add (the add reply carries the integration's "
-            "broker credentials: user, password, inbox_prefix).",
-        },
-        "SalesIn": {
-            "description": "One sale, a list, or {sales: [...]} in the format of `synvoice "
-            "billing import` (JSON or msgpack); recorded as `sale.recorded` events.",
-            "anyOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
-        },
-        "SalesInReply": _obj(
-            {
-                "ok": {"const": True},
-                "sales": _INT,
-                "recorded": _INT,
-                "unchanged": _INT,
-                "results": {"type": "array"},
-            },
-            ("ok",),
-            extra=True,
-        ),
-        "HeadNotice": _obj({"head": _INT}, ("head",)),
-        "ErrorReply": _obj(
-            {
-                "error": _obj(
-                    {
-                        "code": {"type": "string", "enum": list(errors.ERROR_CODES)},
-                        "message": _STR,
-                        "details": {},
-                    },
-                    ("code", "message"),
-                )
-            },
-            ("error",),
-            description="A refusal: nothing was changed. Also flagged with the nats.micro "
-            "headers Nats-Service-Error (message) and Nats-Service-Error-Code (status).",
-            **{"x-synvoice-status": dict(errors.ERROR_CODES)},
-        ),
+    for name, refine in _REFINE.items():
+        schema = comps[name]
+        for key, value in refine.items():
+            if key == "properties":
+                unknown = set(value) - set(schema.get("properties", {}))
+                if unknown:
+                    raise ValueError(f"{name} has no field {sorted(unknown)} to refine")
+                schema["properties"].update(value)
+            else:
+                schema[key] = value
+    comps["IntegrationReply"] = {
+        "description": "list / add / remove (the add reply carries the broker credentials).",
+        "anyOf": [
+            _ref("IntegrationList"),
+            _ref("IntegrationCredentials"),
+            _ref("IntegrationRemovedReply"),
+        ],
     }
+    comps["SalesIn"] = {
+        "description": "One sale, a list, or {sales: [...]} in the format of `synvoice "
+        "billing import` (JSON or msgpack); recorded as `sale.recorded` events.",
+        "anyOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}}],
+    }
+    comps["SalesInReply"] = _obj(
+        {
+            "ok": {"const": True},
+            "sales": _INT,
+            "recorded": _INT,
+            "unchanged": _INT,
+            "results": {"type": "array"},
+        },
+        ("ok",),
+        extra=True,
+    )
+    return comps
 
 
 # --- headers, signing, tokens --------------------------------------------------------------
@@ -439,7 +361,7 @@ SIGNING = {
 
 
 def _token_schemas() -> dict[str, Schema]:
-    base = {
+    base: dict[str, Schema] = {
         "url": {"type": "string", "description": "broker URL(s), comma-separated"},
         "device_id": _STR,
         "secret": {**_BIN, "description": "32 bytes: signs requests (HMAC key)"},
@@ -457,7 +379,10 @@ def _token_schemas() -> dict[str, Schema]:
                     "description": "the reply-inbox prefix the device must use "
                     "(`_INBOX.<device id>`): the broker lets it subscribe there only",
                 },
-                "broker_user": {"type": "string", "description": "present when the broker checks users"},
+                "broker_user": {
+                    "type": "string",
+                    "description": "present when the broker checks users",
+                },
                 "broker_password": {"type": "string", "description": "with broker_user"},
             },
             ("v", "url", "device_id", "secret", "user", "slot", "inbox_prefix"),
@@ -496,8 +421,22 @@ ENDPOINTS: list[tuple[str, str, str, str, str, str]] = [
     ("pull", protocol.PULL, "PullRequest", "PullReply", "device", "Read the log by position"),
     ("numbers", protocol.NUMBERS, "NumbersRequest", "NumbersReply", "device", "Server numbers"),
     ("status", protocol.STATUS, "StatusRequest", "StatusReply", "device", "Engine status"),
-    ("admin-enroll", protocol.ADMIN_ENROLL, "EnrollRequest", "EnrollReply", "admin", "Enroll a device"),
-    ("admin-revoke", protocol.ADMIN_REVOKE, "RevokeRequest", "RevokeReply", "admin", "Revoke a device"),
+    (
+        "admin-enroll",
+        protocol.ADMIN_ENROLL,
+        "EnrollRequest",
+        "EnrollReply",
+        "admin",
+        "Enroll a device",
+    ),
+    (
+        "admin-revoke",
+        protocol.ADMIN_REVOKE,
+        "RevokeRequest",
+        "RevokeReply",
+        "admin",
+        "Revoke a device",
+    ),
     ("admin-mode", protocol.ADMIN_MODE, "ModeRequest", "ModeReply", "admin", "Set the user mode"),
     (
         "admin-register",

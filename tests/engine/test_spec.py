@@ -20,9 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from engine import codec, spec
-from engine.events import new_event, parse_event
 from engine.errors import SynvoiceError
-from engine.schema import billing, documents, settings as settings_schema
+from engine.events import new_event, parse_event
+from engine.schema import billing, documents
+from engine.schema import settings as settings_schema
 from engine.schema.common import Customer, Line
 from engine.schema.registry import REGISTRY
 from tests.engine.test_fastparse import _envelope
