@@ -16,25 +16,15 @@ import pytest
 from nats.aio.client import Client
 
 from engine import auth, codec, protocol, spec
-from engine.config import EngineConfig
 from engine.enrollment import Enrollment, parse_token
-from engine.server import EngineServer
 from tests.support.harness import DeviceCreds, EngineHarness
-from tests.support.spec import check
+from tests.support.spec import check, embedded_engine
 
 
 @pytest.fixture
 async def secure(tmp_path: Path) -> AsyncIterator[EngineHarness]:
-    cfg = EngineConfig(data_dir=tmp_path / "data", nats_url=None, nats_port=0)
-    cfg.live_views = False
-    server = EngineServer(cfg)
-    await server.start()
-    h = EngineHarness(server, server.nats_url)
-    try:
+    async with embedded_engine(tmp_path / "data") as h:
         yield h
-    finally:
-        await h.close()
-        await server.stop()
 
 
 async def _raw(

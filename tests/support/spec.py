@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from engine import spec
+from engine.config import EngineConfig
+from engine.server import EngineServer
+from tests.support.harness import EngineHarness
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_DIR = ROOT / "tests" / "node"
@@ -81,3 +86,19 @@ def need_node() -> str:
         pytest.skip(f"NODE CLIENT TESTS NOT RUN: {missing}")
     assert node is not None
     return node
+
+
+@contextlib.asynccontextmanager
+async def embedded_engine(data_dir: Path) -> AsyncIterator[EngineHarness]:
+    """The engine with its own nats-server and generated broker users, as
+    ``synvoice serve`` runs it (no live-views worker: the tests replay the log)."""
+    cfg = EngineConfig(data_dir=data_dir, nats_url=None, nats_port=0)
+    cfg.live_views = False
+    server = EngineServer(cfg)
+    await server.start()
+    h = EngineHarness(server, server.nats_url)
+    try:
+        yield h
+    finally:
+        await h.close()
+        await server.stop()
