@@ -583,10 +583,10 @@ class DeviceAgent:
             a = await self._push_batch(client, batch[:mid])
             b = await self._push_batch(client, batch[mid:])
             return a[0] + b[0], a[1] + b[1], a[2] + b[2]
-        acks = [(str(r["event_id"]), int(r["position"])) for r in reply["results"]]
+        acks = [(r.event_id, r.position) for r in reply.results]
         await self._shielded(self._ack(acks))
-        self._head = max(self._head, int(reply.get("head", 0)))
-        dup = sum(1 for r in reply["results"] if r.get("duplicate"))
+        self._head = max(self._head, reply.head)
+        dup = sum(1 for r in reply.results if r.duplicate)
         return len(acks) - dup, dup, 0
 
     async def _ack(self, acks: list[tuple[str, int]]) -> None:

@@ -146,6 +146,13 @@ async def admin_client(args: argparse.Namespace) -> Any:
         raise CliError(f"cannot reach the engine at {url}: {exc}") from None
 
 
+def plain(reply: Any) -> Any:
+    """A typed reply as the plain map it is on the wire (for --json and tables)."""
+    import msgspec
+
+    return msgspec.to_builtins(reply)
+
+
 def public_url(client: Any) -> str:
     """The broker URL the admin client reached, without any user:password in it
     (a token must never carry the admin's or the engine's broker credentials)."""
@@ -161,11 +168,12 @@ async def _cmd_enroll(args: argparse.Namespace) -> int:
 
     client = await admin_client(args)
     try:
-        r = await client.enroll(args.user, args.name)
+        reply = await client.enroll(args.user, args.name)
         url = args.device_url or public_url(client)
     finally:
         await client.close()
-    token = Enrollment.from_reply(url, r).token()
+    token = Enrollment.from_reply(url, reply).token()
+    r = plain(reply)
     if args.json:
         print_json({**r, "token": token, "url": url})
     else:
@@ -178,7 +186,7 @@ async def _cmd_enroll(args: argparse.Namespace) -> int:
 async def _cmd_revoke(args: argparse.Namespace) -> int:
     client = await admin_client(args)
     try:
-        r = await client.revoke(args.device_id, args.reason)
+        r = plain(await client.revoke(args.device_id, args.reason))
     finally:
         await client.close()
     print_json(r) if args.json else print(f"device {r['device_id']} revoked")
@@ -189,11 +197,11 @@ async def _cmd_mode(args: argparse.Namespace) -> int:
     client = await admin_client(args)
     try:
         if args.mode is None:
-            st = await client.status()
+            st = plain(await client.status())
             r = {"mode": st["mode"], "mode_set": st["mode_set"]}
             print_json(r) if args.json else print(st["mode"])
             return 0
-        r = await client.set_mode(args.mode, args.force)
+        r = plain(await client.set_mode(args.mode, args.force))
     finally:
         await client.close()
     if args.json:
@@ -208,7 +216,7 @@ async def _cmd_mode(args: argparse.Namespace) -> int:
 async def _cmd_status(args: argparse.Namespace) -> int:
     client = await admin_client(args)
     try:
-        st = await client.status()
+        st = plain(await client.status())
     finally:
         await client.close()
     if args.json:
@@ -298,7 +306,7 @@ async def _cmd_register(args: argparse.Namespace) -> int:
 
     client = await admin_client(args)
     try:
-        r = await client.register(args.key)
+        r = plain(await client.register(args.key))
     finally:
         await client.close()
     if args.json:
@@ -393,7 +401,7 @@ def _cmd_vendor_show(args: argparse.Namespace) -> int:
 async def _cmd_integration(args: argparse.Namespace) -> int:
     client = await admin_client(args)
     try:
-        r = await client.integration(args.action, args.name)
+        r = plain(await client.integration(args.action, args.name))
         url = args.url or public_url(client)
     finally:
         await client.close()

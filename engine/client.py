@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import msgspec
 import nats
@@ -17,23 +17,47 @@ from engine import auth, codec, protocol
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import Event
+from engine.messages import (
+    EnrollReply,
+    IntegrationCredentials,
+    IntegrationList,
+    IntegrationRemovedReply,
+    IntegrationReply,
+    ModeReply,
+    NumbersReply,
+    PulledPage,
+    PullReply,
+    PushReply,
+    RegisterReply,
+    RevokeReply,
+    StatusReply,
+)
 from engine.natsproc import server_list
 
+__all__ = ["EngineClient", "PulledPage"]
 
-class PulledPage(msgspec.Struct):
-    """A pull reply with each event left as its stored msgpack bytes (``Raw`` views
-    into the reply, no copy): a catch-up stores them as they are and decodes only
-    the fields it needs."""
+_R = TypeVar("_R", bound=msgspec.Struct)
 
-    head: int
-    more: bool
-    events: list[msgspec.Raw]
-    hashes: list[bytes] | None = None
-
-
-_decode_page = msgspec.msgpack.Decoder(PulledPage).decode
 # Replies as plain objects, like codec.unpack but about twice as fast on big pages.
 _decode_any = msgspec.msgpack.Decoder().decode
+_decoders: dict[type[Any], Any] = {}
+
+
+def _decode(cls: type[_R], data: bytes, what: str) -> _R:
+    """A reply as its message type; a refusal raises its error."""
+    dec = _decoders.get(cls)
+    if dec is None:
+        dec = _decoders[cls] = msgspec.msgpack.Decoder(cls)
+    try:
+        result: _R = dec.decode(data)
+        return result
+    except msgspec.DecodeError as exc:  # also a ValidationError
+        try:  # a refusal is a map too, only not this reply
+            reply = _decode_any(data)
+        except msgspec.DecodeError:
+            reply = None
+        _raise_refusal(reply)
+        raise SynvoiceError("internal", f"malformed {what} reply: {exc}") from None
 
 
 def _raise_refusal(reply: Any) -> None:
@@ -84,6 +108,8 @@ class EngineClient:
             raise SynvoiceError("unavailable", f"engine did not answer {subject} in time") from None
 
     async def request_raw(self, subject: str, body: bytes) -> Any:
+        """The reply as a plain msgpack value (tools and tests; the typed methods
+        below are the API)."""
         msg = await self._send(subject, body)
         reply = codec.unpack(msg.data) if msg.data else {}
         _raise_refusal(reply)
@@ -92,37 +118,23 @@ class EngineClient:
     async def request(self, subject: str, payload: dict[str, Any]) -> Any:
         return await self.request_raw(subject, codec.pack(payload))
 
-    async def push(self, events: Sequence[Event | dict[str, Any]]) -> dict[str, Any]:
-        wire = [e.to_wire() if isinstance(e, Event) else e for e in events]
-        reply: dict[str, Any] = await self.request(protocol.PUSH, {"events": wire})
-        return reply
+    async def _call(self, cls: type[_R], subject: str, payload: dict[str, Any]) -> _R:
+        msg = await self._send(subject, codec.pack(payload))
+        return _decode(cls, msg.data, subject.rsplit(".", 1)[-1])
 
-    async def pull(self, after: int, limit: int = 5000, hashes: bool = False) -> dict[str, Any]:
+    async def push(self, events: Sequence[Event | dict[str, Any]]) -> PushReply:
+        wire = [e.to_wire() if isinstance(e, Event) else e for e in events]
+        return await self._call(PushReply, protocol.PUSH, {"events": wire})
+
+    async def pull(self, after: int, limit: int = 5000, hashes: bool = False) -> PullReply:
         """A page of the log after ``after``, events decoded into plain maps."""
-        body = codec.pack({"after": after, "limit": limit, "hashes": hashes})
-        msg = await self._send(protocol.PULL, body)
-        try:
-            reply = _decode_any(msg.data)
-        except msgspec.DecodeError as exc:
-            raise SynvoiceError("internal", f"malformed pull reply: {exc}") from None
-        _raise_refusal(reply)
-        if not isinstance(reply, dict) or not isinstance(reply.get("events"), list):
-            raise SynvoiceError("internal", "malformed pull reply: no list of events")
-        return reply
+        body = {"after": after, "limit": limit, "hashes": hashes}
+        return await self._call(PullReply, protocol.PULL, body)
 
     async def pull_page(self, after: int, limit: int = 5000, hashes: bool = False) -> PulledPage:
         """The same page with its events left as their stored bytes (see ``PulledPage``)."""
-        body = codec.pack({"after": after, "limit": limit, "hashes": hashes})
-        msg = await self._send(protocol.PULL, body)
-        try:
-            return _decode_page(msg.data)
-        except msgspec.DecodeError as exc:  # also a ValidationError
-            try:  # a refusal is a map too, only not a page
-                reply = _decode_any(msg.data)
-            except msgspec.DecodeError:
-                reply = None
-            _raise_refusal(reply)
-            raise SynvoiceError("internal", f"malformed pull reply: {exc}") from None
+        body = {"after": after, "limit": limit, "hashes": hashes}
+        return await self._call(PulledPage, protocol.PULL, body)
 
     async def next_numbers(
         self, items: Iterable[tuple[str, uuid.UUID]], fresh: bool = False
@@ -130,37 +142,50 @@ class EngineClient:
         body = {
             "items": [{"kind": k, "doc_id": str(d), "fresh": fresh} for k, d in items],
         }
-        reply = await self.request(protocol.NUMBERS, body)
-        return [int(n) for n in reply["numbers"]]
+        return (await self._call(NumbersReply, protocol.NUMBERS, body)).numbers
 
-    async def status(self) -> dict[str, Any]:
-        reply: dict[str, Any] = await self.request(protocol.STATUS, {})
-        return reply
+    async def status(self) -> StatusReply:
+        return await self._call(StatusReply, protocol.STATUS, {})
 
     # admin (needs the admin credential)
-    async def enroll(self, user: str, name: str | None = None) -> dict[str, Any]:
+    async def enroll(self, user: str, name: str | None = None) -> EnrollReply:
         body = {"user": user, "name": name}
-        reply: dict[str, Any] = await self.request(protocol.ADMIN_ENROLL, body)
-        return reply
+        return await self._call(EnrollReply, protocol.ADMIN_ENROLL, body)
 
-    async def revoke(self, device_id: str, reason: str | None = None) -> dict[str, Any]:
-        reply: dict[str, Any] = await self.request(
-            protocol.ADMIN_REVOKE, {"device_id": device_id, "reason": reason}
-        )
-        return reply
+    async def revoke(self, device_id: str, reason: str | None = None) -> RevokeReply:
+        body = {"device_id": device_id, "reason": reason}
+        return await self._call(RevokeReply, protocol.ADMIN_REVOKE, body)
 
-    async def set_mode(self, mode: str, force: bool = False) -> dict[str, Any]:
+    async def set_mode(self, mode: str, force: bool = False) -> ModeReply:
         body = {"mode": mode, "force": force}
-        reply: dict[str, Any] = await self.request(protocol.ADMIN_MODE, body)
-        return reply
+        return await self._call(ModeReply, protocol.ADMIN_MODE, body)
 
-    async def register(self, key: str) -> dict[str, Any]:
+    async def register(self, key: str) -> RegisterReply:
         """Register an edition key (admin)."""
-        reply: dict[str, Any] = await self.request(protocol.ADMIN_REGISTER, {"key": key})
-        return reply
+        return await self._call(RegisterReply, protocol.ADMIN_REGISTER, {"key": key})
 
-    async def integration(self, action: str, name: str | None = None) -> dict[str, Any]:
+    @overload
+    async def integration(self, action: Literal["list"], name: None = None) -> IntegrationList: ...
+    @overload
+    async def integration(
+        self, action: Literal["add"], name: str | None
+    ) -> IntegrationCredentials: ...
+    @overload
+    async def integration(
+        self, action: Literal["remove"], name: str | None
+    ) -> IntegrationRemovedReply: ...
+    @overload
+    async def integration(self, action: str, name: str | None = None) -> IntegrationReply: ...
+
+    async def integration(self, action: str, name: str | None = None) -> IntegrationReply:
         """add / remove / list integrations (admin); add returns broker credentials."""
         body = {"action": action, "name": name}
-        reply: dict[str, Any] = await self.request(protocol.ADMIN_INTEGRATION, body)
-        return reply
+        cls: type[IntegrationReply] = _INTEGRATION_REPLIES.get(action, IntegrationList)
+        return await self._call(cls, protocol.ADMIN_INTEGRATION, body)
+
+
+_INTEGRATION_REPLIES: dict[str, type[IntegrationReply]] = {
+    "list": IntegrationList,
+    "add": IntegrationCredentials,
+    "remove": IntegrationRemovedReply,
+}

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgpack
 import msgspec
@@ -31,6 +31,37 @@ from engine.config import EngineConfig
 from engine.errors import SynvoiceError
 from engine.events import Event, construct_event, new_event, now, parse_event
 from engine.log import EventLog, Record, SideWrite
+from engine.messages import (
+    BrokerStatus,
+    CredentialsReply,
+    DeviceStatus,
+    EditionStatus,
+    EnrollReply,
+    EnrollRequest,
+    EpochStatus,
+    IntegrationCredentials,
+    IntegrationList,
+    IntegrationRemovedReply,
+    IntegrationReply,
+    IntegrationRequest,
+    Limits,
+    ModeReply,
+    ModeRequest,
+    NumberItem,
+    NumbersReply,
+    NumbersRequest,
+    PullRequest,
+    PushReply,
+    PushRequest,
+    PushResult,
+    RegisterReply,
+    RegisterRequest,
+    RevokeReply,
+    RevokeRequest,
+    StatusReply,
+    Usage,
+    encode,
+)
 from engine.numbering import extension_needed, open_epoch
 from engine.schema.common import ENGINE_DEVICE, KINDS, MAX_NUMBER
 from engine.schema.registry import REGISTRY
@@ -48,6 +79,8 @@ from engine.schema.settings import (
 from engine.state import EngineState
 
 log = logging.getLogger("synvoice.engine")
+
+_Reply = TypeVar("_Reply", bound=CredentialsReply)
 
 CommitListener = Callable[[Sequence[tuple[Event, Record]]], None]
 
@@ -117,7 +150,7 @@ class EngineCore:
         # ``state``) is durable; None when there is none.
         self._settling: asyncio.Future[None] | None = None
         # Plugins' parts of the status reply (e.g. the live views worker), by key.
-        self.status_parts: dict[str, Callable[[], dict[str, Any]]] = {}
+        self.status_parts: dict[str, Callable[[], msgspec.Struct]] = {}
         self.started_at = time.time()
         self.published = 0  # set by the publisher
         self.trusted_keys = license.trusted_keys(config.vendor_public_key)
@@ -176,33 +209,32 @@ class EngineCore:
             )
         caller = self.authenticate(subject, headers, body)
         if subject == protocol.PUSH:
-            return codec.pack(await self.push_body(caller, body))
+            return encode(await self.push_body(caller, body))
         req = codec.unpack_request(body, self.config.max_request_bytes)
         if subject == protocol.PULL:
-            return await self.pull(caller, req)
+            return await self.pull(caller, decode_pull(req))
         if subject == protocol.NUMBERS:
-            return codec.pack(await self.numbers(caller, req))
+            self.check_numbers(caller)
+            return encode(await self.numbers(caller, decode_numbers(req)))
         if subject == protocol.STATUS:
-            return codec.pack(self.status())
+            return encode(self.status())
         if subject.startswith(f"{protocol.PREFIX}.admin."):
             if not caller.admin:
                 raise SynvoiceError("forbidden", "admin requests need the admin credential")
             if subject == protocol.ADMIN_ENROLL:
-                return codec.pack(await self.enroll(_str(req, "user"), _opt_str(req, "name")))
+                r1 = decode_enroll(req)
+                return encode(await self.enroll(r1.user, r1.name))
             if subject == protocol.ADMIN_REVOKE:
-                return codec.pack(
-                    await self.revoke(_str(req, "device_id"), _opt_str(req, "reason"))
-                )
+                r2 = decode_revoke(req)
+                return encode(await self.revoke(r2.device_id, r2.reason))
             if subject == protocol.ADMIN_MODE:
-                return codec.pack(
-                    await self.set_mode(_str(req, "mode"), bool(req.get("force", False)))
-                )
+                r3 = decode_mode(req)
+                return encode(await self.set_mode(r3.mode, r3.force))
             if subject == protocol.ADMIN_REGISTER:
-                return codec.pack(await self.register(_str(req, "key")))
+                return encode(await self.register(decode_register(req).key))
             if subject == protocol.ADMIN_INTEGRATION:
-                return codec.pack(
-                    await self.integration(_str(req, "action"), _opt_str(req, "name"))
-                )
+                r4 = decode_integration(req)
+                return encode(await self.integration(r4.action, r4.name))
         raise SynvoiceError("not_found", f"no endpoint {subject!r}")
 
     def authenticate(self, subject: str, headers: dict[str, str] | None, body: bytes) -> Caller:
@@ -249,7 +281,7 @@ class EngineCore:
             data_bytes=self.state.data_bytes,
         )
 
-    async def _credentials_changed(self, reply: dict[str, Any]) -> dict[str, Any]:
+    async def _credentials_changed(self, reply: _Reply) -> _Reply:
         if self.on_credentials_changed is not None:
             try:
                 await self.on_credentials_changed()
@@ -257,12 +289,14 @@ class EngineCore:
                 # The change is committed and the engine enforces it; say that
                 # the broker has not caught up rather than hide it.
                 log.exception("broker users not reloaded")
-                reply = {**reply, "broker_warning": f"broker users not reloaded: {exc}"}
+                reply = msgspec.structs.replace(
+                    reply, broker_warning=f"broker users not reloaded: {exc}"
+                )
         return reply
 
     # --- push -----------------------------------------------------------------------
 
-    async def push_body(self, caller: Caller, body: bytes) -> dict[str, Any]:
+    async def push_body(self, caller: Caller, body: bytes) -> PushReply:
         """A push request as received: events decoded and validated by the compiled
         fast path (``engine.fastparse``); anything it cannot vouch for, and every
         malformed request, goes through ``push``'s pydantic path and its errors."""
@@ -270,7 +304,7 @@ class EngineCore:
             raws = fastparse.decode_push(body).events
         except (msgspec.ValidationError, msgspec.DecodeError):
             return await self.push(
-                caller, codec.unpack_request(body, self.config.max_request_bytes)
+                caller, decode_push(codec.unpack_request(body, self.config.max_request_bytes))
             )
         self._check_push(caller, len(raws))
         validated: list[tuple[Event, int]] = []
@@ -297,18 +331,16 @@ class EngineCore:
         if caller.admin:
             raise SynvoiceError("forbidden", "the admin credential cannot push events")
 
-    async def push(self, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
-        raw_events = req.get("events")
-        if not isinstance(raw_events, list):
-            raise SynvoiceError("bad_request", "'events' must be a list")
+    async def push(self, caller: Caller, req: PushRequest) -> PushReply:
+        raw_events = req.events
         self._check_push(caller, len(raw_events))
         validated = [self._validate_pushed(caller, i, raw) for i, raw in enumerate(raw_events)]
         return await self._push_validated(validated)
 
-    async def _push_validated(self, validated: list[tuple[Event, int]]) -> dict[str, Any]:
+    async def _push_validated(self, validated: list[tuple[Event, int]]) -> PushReply:
         events = [ev for ev, _ in validated]
         if not events:
-            return {"results": [], "head": self.log.head}
+            return PushReply(results=[], head=self.log.head)
         counters = self.state.counters
         for i, ev in enumerate(events):
             t = ev.type
@@ -359,12 +391,12 @@ class EngineCore:
                     dup = not new or ref in seen
                     if new:
                         seen.add(ref)
-                    results.append({"event_id": ev.id_text, "position": pos, "duplicate": dup})
-                return {"results": results, "head": self.log.head}
+                    results.append(PushResult(ev.id_text, pos, dup))
+                return PushReply(results=results, head=self.log.head)
 
             return resolve
 
-        return await self._submit(plan, len(events), ids)
+        return cast(PushReply, await self._submit(plan, len(events), ids))
 
     def _validate_pushed(self, caller: Caller, i: int, raw: Any) -> tuple[Event, int]:
         """The validated event and its size on the wire (to estimate storage)."""
@@ -422,10 +454,12 @@ class EngineCore:
 
     # --- pull -----------------------------------------------------------------------
 
-    async def pull(self, caller: Caller, req: dict[str, Any]) -> bytes:
-        after = _int(req, "after", 0, minimum=0)
-        limit = min(_int(req, "limit", self.config.pull_limit, minimum=1), self.config.pull_limit)
-        with_hashes = bool(req.get("hashes", False))
+    async def pull(self, caller: Caller, req: PullRequest) -> bytes:
+        """The reply bytes: the stored events are spliced in as they are (the
+        shape of ``messages.PullReply``)."""
+        after = req.after
+        limit = min(req.limit or self.config.pull_limit, self.config.pull_limit)
+        with_hashes = req.hashes
         if self._epochs_stale():
             await self._submit(self._plan_open_epochs, 1)
         elif self._settling is not None:
@@ -455,7 +489,8 @@ class EngineCore:
 
     # --- centralized numbers --------------------------------------------------------
 
-    async def numbers(self, caller: Caller, req: dict[str, Any]) -> dict[str, Any]:
+    def check_numbers(self, caller: Caller) -> None:
+        """Refusals of a number request before its items are read."""
         if caller.admin:
             raise SynvoiceError("forbidden", "numbers are requested by devices")
         if self.state.mode != "centralized":
@@ -463,23 +498,10 @@ class EngineCore:
                 "mode",
                 f"the server is in {self.state.mode} mode: numbers are assigned on the device",
             )
-        items_raw = req.get("items")
-        if not isinstance(items_raw, list) or not items_raw:
-            raise SynvoiceError("bad_request", "'items' must be a non-empty list")
-        if len(items_raw) > 1000:
-            raise SynvoiceError("too_large", "at most 1000 numbers per request")
-        items: list[tuple[str, uuid.UUID, bool]] = []
-        for i, it in enumerate(items_raw):
-            if not isinstance(it, dict):
-                raise SynvoiceError("bad_request", f"item {i} must be a map")
-            kind = it.get("kind")
-            if kind not in KINDS:
-                raise SynvoiceError("schema", f"item {i}: kind must be one of {', '.join(KINDS)}")
-            try:
-                doc_id = uuid.UUID(str(it.get("doc_id")))
-            except ValueError:
-                raise SynvoiceError("schema", f"item {i}: doc_id must be a UUID") from None
-            items.append((str(kind), doc_id, bool(it.get("fresh", False))))
+
+    async def numbers(self, caller: Caller, req: NumbersRequest) -> NumbersReply:
+        self.check_numbers(caller)
+        items = [(it.kind, uuid.UUID(it.doc_id), it.fresh) for it in req.items]
 
         def plan(batch: _Batch) -> Callable[[int], Any]:
             # Refusals first: nothing may be added to the batch before them.
@@ -535,14 +557,15 @@ class EngineCore:
                     rows,
                 )
             )
-            return lambda _base: {"numbers": out}
+            return lambda _base: NumbersReply(out)
 
         # Renumbering (fresh) needs the reservation too: it is the event's "previous".
-        return await self._submit(plan, len(items), reserve=[d.bytes for _, d, _ in items])
+        reply = await self._submit(plan, len(items), reserve=[d.bytes for _, d, _ in items])
+        return cast(NumbersReply, reply)
 
     # --- admin ----------------------------------------------------------------------
 
-    async def enroll(self, user: str, name: str | None = None) -> dict[str, Any]:
+    async def enroll(self, user: str, name: str | None = None) -> EnrollReply:
         device_id = "dev-" + uuid.uuid4().hex[:12]
         secret = auth.new_secret()
         try:
@@ -573,20 +596,20 @@ class EngineCore:
 
             def resolve(_base: int) -> Any:
                 self._secrets[device_id] = secret
-                return {
-                    "device_id": device_id,
-                    "secret": secret.hex(),
-                    "user": user,
-                    "slot": slot,
-                    "broker_auth": bool(self.broker_info.get("auth")),
-                    "tls_ca": self.broker_info.get("tls_ca"),
-                }
+                return EnrollReply(
+                    device_id=device_id,
+                    secret=secret.hex(),
+                    user=user,
+                    slot=slot,
+                    broker_auth=bool(self.broker_info.get("auth")),
+                    tls_ca=self.broker_info.get("tls_ca"),
+                )
 
             return resolve
 
-        return await self._credentials_changed(await self._submit(plan, 1))
+        return await self._credentials_changed(cast(EnrollReply, await self._submit(plan, 1)))
 
-    async def revoke(self, device_id: str, reason: str | None = None) -> dict[str, Any]:
+    async def revoke(self, device_id: str, reason: str | None = None) -> RevokeReply:
         def plan(batch: _Batch) -> Callable[[int], Any]:
             info = self.state.devices.get(device_id)
             if info is None:
@@ -598,14 +621,14 @@ class EngineCore:
                         "settings.device_revoked", DeviceRevoked(device_id=device_id, reason=reason)
                     )
                 )
-            return lambda _base: {"device_id": device_id, "revoked": True, "changed": changed}
+            return lambda _base: RevokeReply(device_id=device_id, revoked=True, changed=changed)
 
-        reply = await self._submit(plan, 1)
-        if reply["changed"]:
+        reply = cast(RevokeReply, await self._submit(plan, 1))
+        if reply.changed:
             reply = await self._credentials_changed(reply)
         return reply
 
-    async def register(self, key: str) -> dict[str, Any]:
+    async def register(self, key: str) -> RegisterReply:
         """Verify a registration key and record it (``settings.registered``)."""
         lic = license.verify(key, self.trusted_keys, today=date.today())
 
@@ -624,9 +647,11 @@ class EngineCore:
                 )
 
             def resolve(_base: int) -> Any:
-                out = {"changed": changed, **self.edition().status(), "usage": self._usage()}
+                out = RegisterReply(
+                    changed=changed, **_edition_fields(self.edition()), usage=self._usage()
+                )
                 if self.config_license is not None:
-                    out["edition_note"] = (
+                    out.edition_note = (
                         "recorded, but the license key in the configuration "
                         "(SYNVOICE_LICENSE_KEY) is the one in force"
                     )
@@ -634,15 +659,15 @@ class EngineCore:
 
             return resolve
 
-        return await self._submit(plan, 1)
+        return cast(RegisterReply, await self._submit(plan, 1))
 
-    async def integration(self, action: str, name: str | None) -> dict[str, Any]:
+    async def integration(self, action: str, name: str | None) -> IntegrationReply:
         """add / remove / list integrations (read-only broker users for the stream)."""
         if action == "list":
-            return {
-                "integrations": sorted(self.state.integrations),
-                "broker_auth": bool(self.broker_info.get("auth")),
-            }
+            return IntegrationList(
+                integrations=sorted(self.state.integrations),
+                broker_auth=bool(self.broker_info.get("auth")),
+            )
         if action not in ("add", "remove"):
             raise SynvoiceError("bad_request", "action must be add, remove or list")
         if not name:
@@ -665,7 +690,7 @@ class EngineCore:
                         "settings.integration_removed", IntegrationRemoved(name=name)
                     )
                 )
-                return lambda _b: {"name": name, "removed": True, "changed": True}
+                return lambda _b: IntegrationRemovedReply(name=name, removed=True, changed=True)
             if not known:
                 batch.add(
                     self._engine_event(
@@ -673,29 +698,30 @@ class EngineCore:
                         IntegrationAdded(name=name, credential_id=credential_id),
                     )
                 )
-            return lambda _b: {**self._integration_credentials(name), "changed": not known}
+            return lambda _b: self._integration_credentials(name, changed=not known)
 
-        reply = await self._submit(plan, 1)
-        if reply["changed"]:
+        reply = cast(IntegrationCredentials | IntegrationRemovedReply, await self._submit(plan, 1))
+        if reply.changed:
             reply = await self._credentials_changed(reply)
         return reply
 
-    def _integration_credentials(self, name: str) -> dict[str, Any]:
+    def _integration_credentials(self, name: str, changed: bool) -> IntegrationCredentials:
         assert self.admin_secret is not None
         cred = self.state.integrations[name]
         user = brokerauth.integration_user(name)
-        return {
-            "name": name,
-            "user": user,
-            "password": brokerauth.integration_password(self.admin_secret, name, cred),
-            "inbox_prefix": brokerauth.inbox_prefix(user),
-            "stream": protocol.STREAM,
-            "subjects": protocol.LOG_SUBJECTS,
-            "broker_auth": bool(self.broker_info.get("auth")),
-            "tls_ca": self.broker_info.get("tls_ca"),
-        }
+        return IntegrationCredentials(
+            name=name,
+            user=user,
+            password=brokerauth.integration_password(self.admin_secret, name, cred),
+            inbox_prefix=brokerauth.inbox_prefix(user),
+            stream=protocol.STREAM,
+            subjects=protocol.LOG_SUBJECTS,
+            broker_auth=bool(self.broker_info.get("auth")),
+            tls_ca=self.broker_info.get("tls_ca"),
+            changed=changed,
+        )
 
-    async def set_mode(self, mode: str, force: bool = False) -> dict[str, Any]:
+    async def set_mode(self, mode: str, force: bool = False) -> ModeReply:
         try:
             payload = UserModeSet(mode=mode, previous=self.state.mode, forced=force)
         except Exception:
@@ -707,7 +733,7 @@ class EngineCore:
             st = self.state
             previous = st.mode
             if st.mode_set and previous == mode:
-                return lambda _b: {"mode": mode, "changed": False}
+                return lambda _b: ModeReply(mode, changed=False)
             if st.documents > 0 and not force:
                 raise SynvoiceError(
                     "conflict",
@@ -727,9 +753,9 @@ class EngineCore:
                 for c in st.counters.values():
                     c.last = max(c.last, c.highest)
                     c.taken.clear()
-            return lambda _b: {"mode": mode, "changed": True, "previous": previous}
+            return lambda _b: ModeReply(mode, changed=True, previous=previous)
 
-        return await self._submit(plan, 1)
+        return cast(ModeReply, await self._submit(plan, 1))
 
     def _epochs_stale(self) -> bool:
         """Distributed mode: does an enrolled user lack a slot in the open epochs?
@@ -782,49 +808,38 @@ class EngineCore:
 
     # --- status ---------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusReply:
         st = self.state
-        return {
-            "version": _version(),
-            "head": self.log.head,
-            "published": self.published,
-            "mode": st.mode,
-            "mode_set": st.mode_set,
-            "users": st.users,
-            "devices": {
-                d: {"user": i.user, "name": i.name, "revoked": i.revoked}
-                for d, i in st.devices.items()
-            },
-            "documents": st.documents,
-            "events": st.events,
-            "data_bytes": st.data_bytes,
-            "counters": {k: c.last for k, c in st.counters.items()},
-            "epochs": {
-                k: [
-                    {
-                        "epoch": e.epoch,
-                        "start": e.start,
-                        "increment": e.increment,
-                        "slots": e.slots,
-                        "end": e.end,
-                    }
-                    for e in eps
-                ]
+        return StatusReply(
+            version=_version(),
+            head=self.log.head,
+            published=self.published,
+            mode=st.mode,
+            mode_set=st.mode_set,
+            users=dict(st.users),
+            devices={d: DeviceStatus(i.user, i.name, i.revoked) for d, i in st.devices.items()},
+            documents=st.documents,
+            events=st.events,
+            data_bytes=st.data_bytes,
+            counters={k: c.last for k, c in st.counters.items()},
+            epochs={
+                k: [EpochStatus(e.epoch, e.start, e.increment, dict(e.slots), e.end) for e in eps]
                 for k, eps in st.epochs.items()
             },
-            "uptime": round(time.time() - self.started_at, 3),
-            **self.edition().status(),
-            "usage": self._usage(),
-            "integrations": sorted(st.integrations),
-            "broker": {
-                "auth": bool(self.broker_info.get("auth")),
-                "tls": bool(self.broker_info.get("tls_ca")),
-            },
-            **{key: part() for key, part in self.status_parts.items()},
-        }
+            uptime=round(time.time() - self.started_at, 3),
+            **_edition_fields(self.edition()),
+            usage=self._usage(),
+            integrations=sorted(st.integrations),
+            broker=BrokerStatus(
+                auth=bool(self.broker_info.get("auth")), tls=bool(self.broker_info.get("tls_ca"))
+            ),
+            # A plugin's part is a StatusReply field (a misnamed one fails loudly).
+            **{key: part() for key, part in self.status_parts.items()},  # type: ignore[arg-type]
+        )
 
-    def _usage(self) -> dict[str, int]:
-        return self.usage().to_dict()
+    def _usage(self) -> Usage:
+        u = self.usage()
+        return Usage(users=u.users, devices=u.devices, data_bytes=u.data_bytes)
 
     # --- the writer ------------------------------------------------------------------
 
@@ -837,13 +852,12 @@ class EngineCore:
         size: int,
         event_ids: list[bytes] | None = None,
         reserve: list[bytes] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Any:
         if self._writer is None:
             raise SynvoiceError("unavailable", "engine is not running")
         job = _Job(plan=plan, size=size, lookup_ids=event_ids or [], reserve_ids=reserve or [])
         await self._queue.put(job)
-        result: dict[str, Any] = await job.future
-        return result
+        return await job.future
 
     async def _write_loop(self) -> None:
         while True:
@@ -1006,3 +1020,70 @@ def _int(req: dict[str, Any], key: str, default: int, minimum: int = 0) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < minimum or v > 2**62:
         raise SynvoiceError("bad_request", f"'{key}' must be an integer >= {minimum}")
     return v
+
+
+def _edition_fields(active: editions.Active) -> dict[str, Any]:
+    """The ``EditionStatus`` fields of the edition in force."""
+    fields = active.status()
+    lim = active.limits
+    fields["limits"] = Limits(users=lim.users, devices=lim.devices, data_bytes=lim.data_bytes)
+    assert fields.keys() == set(EditionStatus.__struct_fields__)
+    return fields
+
+
+# --- requests: checked by hand (the codes and messages are the protocol's) ------------
+
+
+def decode_push(req: dict[str, Any]) -> PushRequest:
+    raw_events = req.get("events")
+    if not isinstance(raw_events, list):
+        raise SynvoiceError("bad_request", "'events' must be a list")
+    # Each event is validated by the push itself (its index goes in the error).
+    return PushRequest(events=raw_events)
+
+
+def decode_pull(req: dict[str, Any]) -> PullRequest:
+    after = _int(req, "after", 0, minimum=0)
+    limit = _int(req, "limit", 0, minimum=1) if "limit" in req else None
+    return PullRequest(after=after, limit=limit, hashes=bool(req.get("hashes", False)))
+
+
+def decode_numbers(req: dict[str, Any]) -> NumbersRequest:
+    items_raw = req.get("items")
+    if not isinstance(items_raw, list) or not items_raw:
+        raise SynvoiceError("bad_request", "'items' must be a non-empty list")
+    if len(items_raw) > 1000:
+        raise SynvoiceError("too_large", "at most 1000 numbers per request")
+    items: list[NumberItem] = []
+    for i, it in enumerate(items_raw):
+        if not isinstance(it, dict):
+            raise SynvoiceError("bad_request", f"item {i} must be a map")
+        kind = it.get("kind")
+        if kind not in KINDS:
+            raise SynvoiceError("schema", f"item {i}: kind must be one of {', '.join(KINDS)}")
+        try:
+            doc_id = uuid.UUID(str(it.get("doc_id")))
+        except ValueError:
+            raise SynvoiceError("schema", f"item {i}: doc_id must be a UUID") from None
+        items.append(NumberItem(str(kind), str(doc_id), bool(it.get("fresh", False))))
+    return NumbersRequest(items=items)
+
+
+def decode_enroll(req: dict[str, Any]) -> EnrollRequest:
+    return EnrollRequest(user=_str(req, "user"), name=_opt_str(req, "name"))
+
+
+def decode_revoke(req: dict[str, Any]) -> RevokeRequest:
+    return RevokeRequest(device_id=_str(req, "device_id"), reason=_opt_str(req, "reason"))
+
+
+def decode_mode(req: dict[str, Any]) -> ModeRequest:
+    return ModeRequest(mode=_str(req, "mode"), force=bool(req.get("force", False)))
+
+
+def decode_register(req: dict[str, Any]) -> RegisterRequest:
+    return RegisterRequest(key=_str(req, "key"))
+
+
+def decode_integration(req: dict[str, Any]) -> IntegrationRequest:
+    return IntegrationRequest(action=_str(req, "action"), name=_opt_str(req, "name"))

@@ -22,6 +22,7 @@ from typing import Any
 
 from engine import brokerauth, codec
 from engine.errors import SynvoiceError
+from engine.messages import EnrollReply
 
 PREFIX = "svd2."
 PREFIX_V1 = "svd1."
@@ -39,16 +40,16 @@ class Enrollment:
     tls_ca: str | None = None  # PEM of the CA the broker's certificate is signed by
 
     @classmethod
-    def from_reply(cls, url: str, reply: dict[str, Any]) -> Enrollment:
+    def from_reply(cls, url: str, reply: EnrollReply) -> Enrollment:
         """From the engine's enroll reply (``EngineClient.enroll``)."""
         return cls(
             url=url,
-            device_id=str(reply["device_id"]),
-            secret=bytes.fromhex(reply["secret"]),
-            user=str(reply["user"]),
-            slot=int(reply["slot"]),
-            broker_auth=bool(reply.get("broker_auth", False)),
-            tls_ca=reply.get("tls_ca") or None,
+            device_id=reply.device_id,
+            secret=bytes.fromhex(reply.secret),
+            user=reply.user,
+            slot=reply.slot,
+            broker_auth=reply.broker_auth,
+            tls_ca=reply.tls_ca or None,
         )
 
     def nats_options(self) -> dict[str, Any]:

@@ -168,7 +168,7 @@ class EpochStatus(Struct):
     epoch: int
     start: int
     increment: int
-    slots: int
+    slots: dict[str, int]  # user -> slot
     end: int
 
 

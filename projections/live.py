@@ -25,11 +25,11 @@ import sys
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from engine.core import EngineCore
 from engine.events import Event
 from engine.log import Record
+from engine.messages import ViewsStatus
 from engine.server import EngineServer
 
 log = logging.getLogger("synvoice.projections")
@@ -76,16 +76,16 @@ class LiveProjection:
         self._stopping = False
         self._changed = asyncio.Condition()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ViewsStatus:
         """The ``views`` part of the engine's status reply."""
         proc = self._proc
-        return {
-            "position": self.position,
-            "behind": max(0, self.core.log.head - self.position),
-            "worker_pid": self.pid if proc is not None and proc.returncode is None else None,
-            "restarts": max(0, self.starts - 1),
-            "error": self.error,
-        }
+        return ViewsStatus(
+            position=self.position,
+            behind=max(0, self.core.log.head - self.position),
+            worker_pid=self.pid if proc is not None and proc.returncode is None else None,
+            restarts=max(0, self.starts - 1),
+            error=self.error,
+        )
 
     async def start(self) -> None:
         self.core.status_parts["views"] = self.status

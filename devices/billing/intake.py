@@ -35,6 +35,7 @@ from engine.core import Caller, EngineCore
 from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import Record, open_readonly
+from engine.messages import PushRequest
 from engine.schema.common import ENGINE_DEVICE
 
 log = logging.getLogger("synvoice.billing.intake")
@@ -132,14 +133,14 @@ class SalesIntake:
         step = self.core.config.max_batch_events
         for i in range(0, len(events), step):
             chunk = events[i : i + step]
-            reply = await self.core.push(caller, {"events": [e.to_wire() for e in chunk]})
-            for ev, r in zip(chunk, reply["results"], strict=True):
+            reply = await self.core.push(caller, PushRequest([e.to_wire() for e in chunk]))
+            for ev, r in zip(chunk, reply.results, strict=True):
                 results.append(
                     {
                         "sale_id": ev.data["sale_id"],
-                        "event_id": r["event_id"],
-                        "position": r["position"],
-                        "duplicate": r["duplicate"],
+                        "event_id": r.event_id,
+                        "position": r.position,
+                        "duplicate": r.duplicate,
                     }
                 )
         recorded = sum(1 for r in results if not r["duplicate"])

@@ -65,19 +65,19 @@ class EngineLink:
         """Pull every event after ``after``, page by page; returns the last position."""
         while True:
             page = await self.client.pull(after)
-            events: list[dict[str, Any]] = page.get("events", [])
+            events: list[dict[str, Any]] = page.events
             if events:
                 after = int(events[-1]["position"])
             await on_page(events, after)
-            if not page.get("more") or not events:
+            if not page.more or not events:
                 return after
 
     async def push(self, events: Sequence[Event]) -> PushResult:
         res = PushResult()
         for i in range(0, len(events), PUSH_CHUNK):
             reply = await self.client.push(list(events[i : i + PUSH_CHUNK]))
-            for r in reply["results"]:
-                if r["duplicate"]:
+            for r in reply.results:
+                if r.duplicate:
                     res.duplicate += 1
                 else:
                     res.new += 1

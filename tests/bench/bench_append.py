@@ -27,11 +27,11 @@ async def workload(ctx: Context, st: Stack, total: int) -> dict[str, Any]:
     warm = push_bodies(ids, users, DEVICES * 20, 20, seed=3)
     bodies = push_bodies(ids, users, total, BATCH)
     await push_all(devices, warm)  # first requests pay for imports, connections, caches
-    head0 = (await st.status())["head"]
+    head0 = (await st.status()).head
     with ctx.progress("pushing", total) as adv:
         with CpuWindow(st.pids()) as cpu:
             stats = await push_all(devices, bodies, adv)
-    head1 = (await st.status())["head"]
+    head1 = (await st.status()).head
     if head1 - head0 != stats.events - stats.duplicates:
         raise RuntimeError(f"log grew by {head1 - head0}, {stats.events} events acknowledged")
     lat = sorted(stats.latencies)

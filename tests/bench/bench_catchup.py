@@ -131,7 +131,7 @@ async def run(ctx: Context) -> BenchResult:
         t0 = time.perf_counter()
         got_raw = await pull_raw_range(puller.client)
         pull_raw = rate(got_raw, time.perf_counter() - t0)
-        head = (await st.status())["head"]
+        head = (await st.status()).head
         fresh = await st.enroll("reader", "agent", connect=False)
         ctx.note("catchup: DeviceAgent.sync")
         status, pulled, seconds, cpu = await agent_sync(root / "device-home", fresh.token)

@@ -39,7 +39,7 @@ async def enroll(core: EngineCore, users: Sequence[str], n: int) -> list[SIGNED]
     out = []
     for i in range(n):
         r = await core.enroll(users[i % len(users)], f"inproc {i}")
-        out.append((r["device_id"], bytes.fromhex(r["secret"])))
+        out.append((r.device_id, bytes.fromhex(r.secret)))
     return out
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from engine.client import EngineClient
 from engine.enrollment import Enrollment
+from engine.messages import StatusReply
 from engine.natsproc import NatsServer, terminate
 from engine.protocol import ADMIN_DEVICE
 from tests.bench.procstat import children
@@ -213,25 +214,25 @@ class Stack:
     async def enroll(self, user: str, name: str | None = None, connect: bool = True) -> Device:
         """Enroll a device with the admin credential (DATA/admin.secret)."""
         r = await (await self.admin()).enroll(user, name)
-        secret = bytes.fromhex(r["secret"])
-        token = Enrollment(self.url, r["device_id"], secret, r["user"], r["slot"]).token()
+        secret = bytes.fromhex(r.secret)
+        token = Enrollment(self.url, r.device_id, secret, r.user, r.slot).token()
         client = None
         if connect:
-            client = await EngineClient.connect(self.url, r["device_id"], secret, timeout=60)
+            client = await EngineClient.connect(self.url, r.device_id, secret, timeout=60)
             self.clients.append(client)
-        return Device(r["device_id"], r["user"], secret, token, client)
+        return Device(r.device_id, r.user, secret, token, client)
 
     async def devices(self, n: int, users: Sequence[str]) -> list[Device]:
         return [await self.enroll(users[i % len(users)], f"bench {i}") for i in range(n)]
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> StatusReply:
         return await (await self.admin()).status()
 
     async def wait_published(self, head: int, timeout: float = 300.0) -> None:
         """Until the engine has published everything up to ``head`` to JetStream."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while (await self.status())["published"] < head:
+        while (await self.status()).published < head:
             if loop.time() > deadline:
                 raise TimeoutError(f"engine did not publish up to {head} in {timeout}s")
             await asyncio.sleep(0.1)

@@ -78,12 +78,12 @@ async def pull_range(dev: Device, after: int, count: int, limit: int = 5000) -> 
     got = 0
     while got < count:
         reply = await dev.client.pull(after, limit=min(limit, count - got))
-        events = reply["events"]
+        events = reply.events
         if not events:
             break
         got += len(events)
         after = int(events[-1]["position"])
-        if not reply["more"]:
+        if not reply.more:
             break
     return got
 

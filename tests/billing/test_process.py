@@ -52,7 +52,7 @@ async def statuses(b: Billing) -> dict[str, dict[str, Any]]:
 
 async def doc_count(b: Billing) -> int:
     st = await (await b.engine.admin()).status()
-    return int(st["documents"])
+    return int(st.documents)
 
 
 async def test_bad_address_fails_alone_and_retry_after_fix(
@@ -178,7 +178,7 @@ async def test_actions_per_sale_print_and_create_only(billing: Billing, tmp_path
     # delivered invoices are issued; "create only" leaves a draft
     dev = await b.engine.device("auditor")
     page = await dev.client.pull(0)
-    issued = {e["doc_id"] for e in page["events"] if e["type"] == "document.issued"}
+    issued = {e["doc_id"] for e in page.events if e["type"] == "document.issued"}
     assert st["C"]["doc_id"] not in issued
     assert {st[s]["doc_id"] for s in "EPX"} <= issued
 
@@ -303,7 +303,7 @@ async def test_event_log_records_outcomes(billing: Billing, tmp_path: Path) -> N
     await b.json("process", "nov", *b.smtp_args())
     dev = await b.engine.device("auditor")
     page = await dev.client.pull(0)
-    evs = [parse_event(e, stored=True) for e in page["events"]]
+    evs = [parse_event(e, stored=True) for e in page.events]
     done = [e for e in evs if e.type == "billing.invoice_processed"]
     fail = [e for e in evs if e.type == "billing.delivery_failed"]
     assert [e.data["sale_id"] for e in done] == ["A"]

@@ -65,8 +65,8 @@ async def pull_all(b: Billing) -> list[Any]:
     after = 0
     while True:
         page = await dev.client.pull(after)
-        out += [parse_event(e, stored=True) for e in page["events"]]
-        if not page["more"]:
+        out += [parse_event(e, stored=True) for e in page.events]
+        if not page.more:
             return out
         after = out[-1].position or 0
 

@@ -66,7 +66,7 @@ async def test_offline_device_catches_up_100k_events_and_resumes(
 
     for first in range(0, N, BATCH * 2):
         await asyncio.gather(push(first), push(first + BATCH))
-    head = (await writer.client.status())["head"]
+    head = (await writer.client.status()).head
     assert head >= start + N
     produced = time.perf_counter() - t0
     print(f"\nproduced {N} in {produced:.1f}s")

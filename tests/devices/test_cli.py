@@ -216,7 +216,7 @@ async def test_cli_against_a_real_engine(
     assert json.loads(out) == {}
     # the engine has everything
     page = await admin.pull(after=0)
-    assert sum(1 for e in page["events"] if e["type"] == "document.created") == 3
+    assert sum(1 for e in page.events if e["type"] == "document.created") == 3
     # a second init on the same home is refused
     code, _, err = await cli("device", "init", "--home", home, "--token", token)
     assert code == 1 and "already holds a device" in one_line_error(err)

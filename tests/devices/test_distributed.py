@@ -116,10 +116,10 @@ async def test_back_to_distributed_after_a_forced_switch_opens_a_new_epoch(
     b = (await bob.create("invoice", "b")).number
     for d in (alice, bob):
         await d.sync()
-    epochs = (await admin.status())["epochs"]["invoice"]
-    assert [e["epoch"] for e in epochs] == [1, 2]
-    start = epochs[1]["start"]  # after epoch 1's end (extended or not by now)
-    assert start == epochs[0]["end"] + 1 > 5
+    epochs = (await admin.status()).epochs["invoice"]
+    assert [e.epoch for e in epochs] == [1, 2]
+    start = epochs[1].start  # after epoch 1's end (extended or not by now)
+    assert start == epochs[0].end + 1 > 5
     assert a == [start, start + 2] and b == start + 1
     # The views agree: no gap (bob's next is his runway; the rest of epoch 1's range
     # lies above every shared number).

@@ -79,11 +79,11 @@ async def test_engine_kill9_and_broker_restart_mid_sync(
         after = 0
         while True:
             page = await admin.pull(after=after)
-            for e in page["events"]:
+            for e in page.events:
                 if e["type"] == "document.created":
                     created[e["doc_id"]] = created.get(e["doc_id"], 0) + 1
-            after = page["events"][-1]["position"] if page["events"] else after
-            if not page["more"]:
+            after = page.events[-1]["position"] if page.events else after
+            if not page.more:
                 break
         assert set(created) == expected and set(created.values()) == {1}
         for d in everyone:

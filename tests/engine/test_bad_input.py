@@ -222,7 +222,7 @@ async def test_generated_garbage_gets_structured_errors(
         assert subject in (protocol.PULL, protocol.STATUS, protocol.PUSH, protocol.NUMBERS)
     # the engine still appends good events after every piece of garbage
     ok = await dev.client.push([dev.created()])
-    assert ok["results"][0]["duplicate"] is False
+    assert ok.results[0].duplicate is False
 
 
 async def test_pull_argument_errors(engine: EngineHarness) -> None:
@@ -277,7 +277,7 @@ async def test_extension_values_and_absurd_times_get_the_right_refusal(
         _, reply = await raw_request(nc, protocol.STATUS, body, headers)
         assert assert_error(reply) == "unauthorized"
     assert engine.core.log.head == head
-    assert (await dev.client.push([dev.created()]))["results"][0]["duplicate"] is False
+    assert (await dev.client.push([dev.created()])).results[0].duplicate is False
 
 
 async def test_a_made_up_server_number_is_refused(engine: EngineHarness) -> None:
@@ -290,7 +290,7 @@ async def test_a_made_up_server_number_is_refused(engine: EngineHarness) -> None
     # a number the server did hand out is accepted with source 'server'
     (n,) = await dev.client.next_numbers([("invoice", uuid.uuid4())])
     ok = await dev.client.push([dev.created(number=n, number_source="server")])
-    assert ok["results"][0]["duplicate"] is False
+    assert ok.results[0].duplicate is False
     assert engine.core.state.counters["invoice"].last == n
 
 
@@ -309,4 +309,4 @@ async def test_a_reply_subject_outside_the_inboxes_is_not_answered(engine: Engin
     await nc.flush()
     await asyncio.sleep(0.3)
     assert (await js.stream_info(protocol.STREAM)).state.messages == before
-    assert (await dev.client.status())["head"] == engine.core.log.head  # still serving
+    assert (await dev.client.status()).head == engine.core.log.head  # still serving

@@ -23,21 +23,21 @@ async def test_push_pull_round_trip(engine: EngineHarness) -> None:
     dev = await engine.device("alice")
     events = [dev.created(number=i + 1) for i in range(3)]
     r = await dev.client.push(events)
-    assert [x["duplicate"] for x in r["results"]] == [False] * 3
-    positions = [x["position"] for x in r["results"]]
+    assert [x.duplicate for x in r.results] == [False] * 3
+    positions = [x.position for x in r.results]
     assert positions == sorted(positions)
     page = await dev.client.pull(after=0)
-    got = [parse_event(e, stored=True) for e in page["events"]]
+    got = [parse_event(e, stored=True) for e in page.events]
     docs = [e for e in got if e.type == "document.created"]
     assert [e.event_id for e in docs] == [e.event_id for e in events]
     assert [e.position for e in docs] == positions
     assert all(e.committed_at is not None for e in docs)
-    assert page["head"] == positions[-1]
-    assert page["more"] is False
+    assert page.head == positions[-1]
+    assert page.more is False
     # paging resumes exactly after the given position
     page2 = await dev.client.pull(after=positions[0], limit=1)
-    assert [e["position"] for e in page2["events"]] == [positions[1]]
-    assert page2["more"] is True
+    assert [e["position"] for e in page2.events] == [positions[1]]
+    assert page2.more is True
 
 
 async def test_duplicate_push_is_stored_once(engine: EngineHarness) -> None:
@@ -45,11 +45,11 @@ async def test_duplicate_push_is_stored_once(engine: EngineHarness) -> None:
     ev = dev.created(number=7)
     first = await dev.client.push([ev])
     again = await dev.client.push([ev, ev])
-    assert first["results"][0]["duplicate"] is False
-    assert [x["duplicate"] for x in again["results"]] == [True, True]
-    assert {x["position"] for x in again["results"]} == {first["results"][0]["position"]}
+    assert first.results[0].duplicate is False
+    assert [x.duplicate for x in again.results] == [True, True]
+    assert {x.position for x in again.results} == {first.results[0].position}
     page = await dev.client.pull(after=0)
-    ids = [e["event_id"] for e in page["events"]]
+    ids = [e["event_id"] for e in page.events]
     assert ids.count(str(ev.event_id)) == 1
 
 
@@ -57,8 +57,8 @@ async def test_same_event_twice_in_one_request(engine: EngineHarness) -> None:
     dev = await engine.device("alice")
     ev = dev.created()
     r = await dev.client.push([ev, ev])
-    assert [x["duplicate"] for x in r["results"]] == [False, True]
-    assert r["results"][0]["position"] == r["results"][1]["position"]
+    assert [x.duplicate for x in r.results] == [False, True]
+    assert r.results[0].position == r.results[1].position
 
 
 async def test_eight_concurrent_pushers_exactly_once_with_valid_chain(
@@ -71,8 +71,8 @@ async def test_eight_concurrent_pushers_exactly_once_with_valid_chain(
         for _ in range(25):
             batch = [dev.created() for _ in range(20)]  # type: ignore[attr-defined]
             r = await dev.client.push(batch)  # type: ignore[attr-defined]
-            for x in r["results"]:
-                acked[x["event_id"]] = x["position"]
+            for x in r.results:
+                acked[x.event_id] = x.position
 
     await asyncio.gather(*(pusher(d) for d in devices))
     assert len(acked) == 8 * 25 * 20
@@ -108,7 +108,7 @@ async def test_64_concurrent_number_requests_are_1_to_n(engine: EngineHarness) -
     q = await devices[0].client.next_numbers([("quote", uuid.uuid4())])
     assert q == [1]
     st = await devices[0].client.status()
-    assert st["counters"]["invoice"] == 64
+    assert st.counters["invoice"] == 64
 
 
 async def test_server_number_skips_numbers_set_by_hand(engine: EngineHarness) -> None:
@@ -130,15 +130,15 @@ async def test_numbers_refused_outside_centralized_mode(engine: EngineHarness) -
 async def test_user_mode_is_set_once_unless_forced(engine: EngineHarness) -> None:
     admin = await engine.admin()
     dev = await engine.device("alice")
-    assert (await admin.set_mode("single"))["changed"] is True
+    assert (await admin.set_mode("single")).changed is True
     await dev.client.push([dev.created(number=1)])
     with pytest.raises(SynvoiceError) as err:
         await admin.set_mode("centralized")
     assert err.value.code == "conflict"
     r = await admin.set_mode("centralized", force=True)
-    assert r["changed"] is True and r["previous"] == "single"
+    assert r.changed is True and r.previous == "single"
     page = await dev.client.pull(after=0)
-    modes = [e for e in page["events"] if e["type"] == "settings.user_mode_set"]
+    modes = [e for e in page.events if e["type"] == "settings.user_mode_set"]
     assert [m["data"]["mode"] for m in modes] == ["single", "centralized"]
     assert modes[-1]["data"]["forced"] is True
     # the forced switch continues above the numbers in use
@@ -197,7 +197,7 @@ async def test_head_notification(engine: EngineHarness) -> None:
         sub = await nc.subscribe(protocol.HEAD)
         r = await dev.client.push([dev.created()])
         msg = await sub.next_msg(timeout=5)
-        assert codec.unpack(msg.data)["head"] == r["head"]
+        assert codec.unpack(msg.data)["head"] == r.head
     finally:
         await nc.close()
 
@@ -209,17 +209,17 @@ async def test_distributed_epochs_open_when_devices_pull(engine: EngineHarness) 
     await admin.set_mode("distributed")
     devs = [await engine.device(u) for u in ("ann", "bob", "cy")]
     st = await devs[0].client.status()
-    assert st["epochs"]["invoice"] == []  # nothing opened before a device pulls
+    assert st.epochs["invoice"] == []  # nothing opened before a device pulls
     await devs[0].client.pull(after=0)
     st = await devs[0].client.status()
-    (ep,) = st["epochs"]["invoice"]
-    assert (ep["start"], ep["increment"], ep["slots"]) == (1, 3, {"ann": 1, "bob": 2, "cy": 3})
+    (ep,) = st.epochs["invoice"]
+    assert (ep.start, ep.increment, ep.slots) == (1, 3, {"ann": 1, "bob": 2, "cy": 3})
     # a fourth user: the open epoch is closed at its end, the next starts after it
     await engine.device("dan")
     await devs[1].client.pull(after=0)
     st = await devs[1].client.status()
-    first, second = st["epochs"]["invoice"]
-    assert second["start"] == first["end"] + 1 and second["increment"] == 4
+    first, second = st.epochs["invoice"]
+    assert second.start == first.end + 1 and second.increment == 4
 
 
 async def test_concurrent_first_pulls_all_see_the_epochs(engine: EngineHarness) -> None:
@@ -235,7 +235,7 @@ async def test_concurrent_first_pulls_all_see_the_epochs(engine: EngineHarness) 
             pulls.append(asyncio.create_task(d.client.pull(after=0)))
             await asyncio.sleep(0.0005)
         for page in await asyncio.gather(*pulls):
-            types = [e["type"] for e in page["events"]]
+            types = [e["type"] for e in page.events]
             assert types.count("numbering.epoch_opened") == 3 * (round_ + 1)
         await engine.device(f"user{round_}")  # a new user: the next pulls open new epochs
 
@@ -254,10 +254,10 @@ async def test_pull_pages_fit_a_broker_with_the_stock_1mb_payload(tmp_path: Path
             after, pulled = 0, 0
             while True:
                 page = await dev.client.pull(after, 5000)
-                pulled += len(page["events"])
-                if not page["events"] or not page["more"]:
+                pulled += len(page.events)
+                if not page.events or not page.more:
                     break
-                after = page["events"][-1]["position"]
+                after = page.events[-1]["position"]
             assert pulled == engine.core.log.head
     finally:
         srv.stop()
@@ -313,5 +313,5 @@ async def test_a_document_keeps_its_series_and_a_renumber_names_the_previous_num
     assert await dev.client.next_numbers([("invoice", doc)]) == [1]  # same again
     assert await dev.client.next_numbers([("invoice", doc)], fresh=True) == [2]
     page = await dev.client.pull(0, 100)
-    assigned = [e for e in page["events"] if e["type"] == "document.number_assigned"]
+    assigned = [e for e in page.events if e["type"] == "document.number_assigned"]
     assert [(e["data"]["number"], e["data"]["previous"]) for e in assigned] == [(1, None), (2, 1)]

@@ -16,6 +16,7 @@ from engine.client import EngineClient
 from engine.errors import SynvoiceError
 from engine.events import new_event
 from engine.hashchain import ChainVerifier
+from engine.messages import EnrollReply
 from engine.natsproc import NatsServer
 from engine.protocol import ADMIN_DEVICE
 from engine.schema.documents import DocumentCreated
@@ -53,9 +54,9 @@ async def test_kill9_engine_while_pushing(
     sent_batches: list[list[Any]] = []
     stop = asyncio.Event()
 
-    async def device(cred: dict[str, Any]) -> None:
+    async def device(cred: EnrollReply) -> None:
         client = await EngineClient.connect(
-            nats_server.url, cred["device_id"], bytes.fromhex(cred["secret"]), timeout=2
+            nats_server.url, cred.device_id, bytes.fromhex(cred.secret), timeout=2
         )
         seq = 0
         try:
@@ -67,8 +68,8 @@ async def test_kill9_engine_while_pushing(
                         new_event(
                             "document.created",
                             DocumentCreated(number=seq),
-                            device_id=cred["device_id"],
-                            user=cred["user"],
+                            device_id=cred.device_id,
+                            user=cred.user,
                             device_seq=seq,
                             doc_id=uuid.uuid4(),
                             kind="invoice",
@@ -79,7 +80,7 @@ async def test_kill9_engine_while_pushing(
                 while True:
                     try:
                         r = await client.push(batch)
-                        acked.update(x["event_id"] for x in r["results"])
+                        acked.update(x.event_id for x in r.results)
                         break
                     except SynvoiceError as err:
                         assert err.code == "unavailable", err

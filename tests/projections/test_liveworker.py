@@ -6,6 +6,7 @@ import os
 import signal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from projections.live import live_projection
@@ -43,7 +44,7 @@ async def test_a_killed_worker_is_restarted_and_the_views_match_a_rebuild(
     await wait_for(lambda: live.starts == 2)
     await live.wait_for(engine.core.log.head)
     assert live.pid != first
-    views = (await (await engine.admin()).status())["views"]
+    views = msgspec.to_builtins((await (await engine.admin()).status()).views)
     assert views == {
         "position": engine.core.log.head,
         "behind": 0,

@@ -43,9 +43,9 @@ async def test_no_or_wrong_credentials_cannot_connect(secure_engine: EngineHarne
     # The device's own credentials work, and it talks to the engine normally.
     assert dev.enrollment is not None and dev.enrollment.broker_auth
     r = await dev.client.push([dev.created()])
-    assert r["results"][0]["position"] == secure_engine.core.log.head
-    assert (await dev.client.pull(0))["head"] == r["head"]
-    assert (await dev.client.status())["broker"]["auth"] is True
+    assert r.results[0].position == secure_engine.core.log.head
+    assert (await dev.client.pull(0)).head == r.head
+    assert (await dev.client.status()).broker.auth is True
 
 
 async def _violations(nc: Client, errors: Errors, actions: list[tuple[str, str]]) -> None:
@@ -111,7 +111,7 @@ async def test_device_cannot_publish_or_listen_where_it_does_not_belong(
         assert codec.unpack(msg.data)["error"]["code"] == "forbidden"
         # The allowed subjects still work on this connection.
         client = EngineClient(nc, alice.device_id, alice.secret)
-        assert (await client.status())["head"] == secure_engine.core.log.head
+        assert (await client.status()).head == secure_engine.core.log.head
     finally:
         await nc.close()
 
@@ -123,7 +123,7 @@ async def test_revoked_device_is_cut_off_at_once(secure_engine: EngineHarness) -
     await dev.client.push([dev.created()])
     admin = await eng.admin()
     r = await admin.revoke(dev.device_id, "stolen laptop")
-    assert r["revoked"] and "broker_warning" not in r
+    assert r.revoked and r.broker_warning is None
     # Broker: the connection is dropped and the credentials no longer log in.
     await wait_for(lambda: not dev.client.nc.is_connected, timeout=10)
     assert dev.enrollment is not None
@@ -162,9 +162,9 @@ async def test_integration_reads_the_stream_but_cannot_write(
     await dev.client.push([dev.created(), dev.created()])
     admin = await eng.admin()
     creds = await admin.integration("add", "ledger")
-    assert creds["user"] == "int-ledger" and creds["changed"]
+    assert creds.user == "int-ledger" and creds.changed
     again = await admin.integration("add", "ledger")
-    assert again["password"] == creds["password"] and not again["changed"]
+    assert again.password == creds.password and not again.changed
     assert eng.server.publisher is not None
     await eng.server.publisher.drain()
 
@@ -172,14 +172,14 @@ async def test_integration_reads_the_stream_but_cannot_write(
     nc = await raw_connect(
         eng.url,
         errors,
-        user=creds["user"],
-        password=creds["password"],
-        inbox_prefix=creds["inbox_prefix"],
+        user=creds.user,
+        password=creds.password,
+        inbox_prefix=creds.inbox_prefix,
     )
     try:
         js = nc.jetstream()
         # Read: a durable pull consumer, with acks.
-        sub = await js.pull_subscribe(creds["subjects"], durable="ledger", stream=creds["stream"])
+        sub = await js.pull_subscribe(creds.subjects, durable="ledger", stream=creds.stream)
         msgs = await sub.fetch(50, timeout=5)
         types = [codec.unpack(m.data)["type"] for m in msgs]
         assert types.count("document.created") == 2
@@ -187,7 +187,7 @@ async def test_integration_reads_the_stream_but_cannot_write(
             await m.ack()
         # Read: an ordered push consumer (what a replaying read model uses).
         seen: list[int] = []
-        osub = await js.subscribe(creds["subjects"], stream=creds["stream"], ordered_consumer=True)
+        osub = await js.subscribe(creds.subjects, stream=creds.stream, ordered_consumer=True)
         while len(seen) < len(msgs):
             m = await osub.next_msg(timeout=5)
             seen.append(int((m.headers or {})[protocol.HDR_POSITION]))
@@ -219,16 +219,16 @@ async def test_integration_reads_the_stream_but_cannot_write(
     # Removing the integration cuts its connection and its login.
     nc2 = await raw_connect(
         eng.url,
-        user=creds["user"],
-        password=creds["password"],
-        inbox_prefix=creds["inbox_prefix"],
+        user=creds.user,
+        password=creds.password,
+        inbox_prefix=creds.inbox_prefix,
     )
     await admin.integration("remove", "ledger")
     await wait_for(lambda: not nc2.is_connected, timeout=10)
     assert "Authorization Violation" in await refused_connect(
-        eng.url, user=creds["user"], password=creds["password"]
+        eng.url, user=creds.user, password=creds.password
     )
-    assert (await admin.integration("list"))["integrations"] == []
+    assert (await admin.integration("list")).integrations == []
     with pytest.raises(SynvoiceError) as e:
         await admin.integration("add", "Bad Name!")
     assert e.value.code == "schema"
@@ -240,7 +240,7 @@ async def test_enroll_many_devices_concurrently(secure_engine: EngineHarness) ->
         *(secure_engine.device(f"user{i % 3}") for i in range(8))
     )
     for d in devices:
-        assert (await d.client.status())["usage"]["devices"] == 8
+        assert (await d.client.status()).usage.devices == 8
     assert secure_engine.server.broker is not None
     assert secure_engine.server.broker.reloads <= 8
 
@@ -263,7 +263,7 @@ async def test_restart_regenerates_users_and_tokens_keep_working(
     try:
         client = await EngineClient.connect_enrolled(parse_token(token))
         try:
-            assert (await client.status())["usage"]["devices"] == 1
+            assert (await client.status()).usage.devices == 1
         finally:
             await client.close()
         assert revoked.enrollment is not None
@@ -293,7 +293,7 @@ async def test_admin_cli_on_the_secured_broker(
     assert enrollment.broker_auth and "@" not in enrollment.url  # no admin creds in tokens
     client = await EngineClient.connect_enrolled(enrollment)
     try:
-        assert (await client.status())["usage"]["devices"] == 1
+        assert (await client.status()).usage.devices == 1
     finally:
         await client.close()
     creds = await cli("integration", "add", "mailer")

@@ -49,13 +49,13 @@ async def test_secure_example_broker_with_external_engine(tmp_path: Path) -> Non
         h = EngineHarness(server, f"tls://synvoice-admin:{pw['ADMIN']}@{hostport}")
         admin = await h.admin()
         r = await admin.enroll("alice")
-        assert r["broker_auth"] is False and r["tls_ca"]  # the engine does not manage users
+        assert r.broker_auth is False and r.tls_ca  # the engine does not manage users
         # The device's token carries the shared device user in its URL.
         token = Enrollment.from_reply(f"tls://devices:{pw['DEVICE']}@{hostport}", r).token()
         enrollment = parse_token(token)
         dev = await EngineClient.connect_enrolled(enrollment)
         try:
-            assert (await dev.status())["head"] == server.core.log.head  # type: ignore[union-attr]
+            assert (await dev.status()).head == server.core.log.head  # type: ignore[union-attr]
         finally:
             await dev.close()
         errors = Errors()
@@ -72,7 +72,7 @@ async def test_secure_example_broker_with_external_engine(tmp_path: Path) -> Non
 
             spy = await nc.subscribe("_INBOX.>", cb=keep)
             await nc.flush()
-            secret = (await admin.enroll("mallory-target"))["secret"]
+            secret = (await admin.enroll("mallory-target")).secret
             await asyncio.sleep(0.5)
             await spy.unsubscribe()
             assert not [m for m in seen if b"secret" in m or secret.encode() in m]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import asdict
 
 from engine import codec, license, protocol
 from engine.cli import main
@@ -34,9 +35,9 @@ async def refused(coro: Any, code: str, match: str = "") -> SynvoiceError:
 async def test_unregistered_server_runs_the_trial(make_engine: MakeEngine) -> None:
     eng = await make_engine()
     st = await (await eng.admin()).status()
-    assert st["edition"] == "trial" and st["edition_source"] == "trial"
-    assert st["limits"] == {"users": 3, "devices": 5, "data_bytes": 200 * 1024 * 1024}
-    assert st["usage"] == {"users": 0, "devices": 0, "data_bytes": 0}
+    assert st.edition == "trial" and st.edition_source == "trial"
+    assert asdict(st.limits) == {"users": 3, "devices": 5, "data_bytes": 200 * 1024 * 1024}
+    assert asdict(st.usage) == {"users": 0, "devices": 0, "data_bytes": 0}
     for user in ("a", "b", "c"):
         await eng.device(user)
     await refused(eng.device("d"), "limit", "3 users")
@@ -46,7 +47,7 @@ async def test_single_user_then_five_users(make_engine: MakeEngine, vendor: Vend
     eng = await make_engine()
     admin = await eng.admin()
     r = await admin.register(vendor.issue("single", "Acme Ltd"))
-    assert r["changed"] and r["edition"] == "single" and r["edition_licensee"] == "Acme Ltd"
+    assert r.changed and r.edition == "single" and r.edition_licensee == "Acme Ltd"
     alice = [await eng.device("alice", f"device {i}") for i in range(5)]
     head = eng.core.log.head
     err = await refused(eng.device("alice"), "limit", "allows 5 active devices")
@@ -54,7 +55,7 @@ async def test_single_user_then_five_users(make_engine: MakeEngine, vendor: Vend
     await refused(eng.device("bob"), "limit", "allows 1 user")
     assert eng.core.log.head == head  # a refusal appends nothing
     st = await admin.status()
-    assert st["usage"] == {"users": 1, "devices": 5, "data_bytes": st["data_bytes"]}
+    assert asdict(st.usage) == {"users": 1, "devices": 5, "data_bytes": st.data_bytes}
 
     # Revoking a device frees its place.
     await admin.revoke(alice[0].device_id)
@@ -63,21 +64,21 @@ async def test_single_user_then_five_users(make_engine: MakeEngine, vendor: Vend
 
     # Upgrade: the 2nd user and more devices are accepted; nothing stored changed.
     r = await admin.register(vendor.issue("five", "Acme Ltd"))
-    assert r["edition"] == "five" and r["limits"]["users"] == 5
+    assert r.edition == "five" and r.limits.users == 5
     bob = await eng.device("bob")
     await eng.device("alice")
     for user in ("carol", "dave", "erin"):
         await eng.device(user)
     await refused(eng.device("frank"), "limit", "allows 5 users")
     push = await bob.client.push([bob.created()])
-    assert push["results"][0]["position"] == eng.core.log.head
+    assert push.results[0].position == eng.core.log.head
 
     # The registrations are in the log, without the key itself.
     page = await alice[1].client.pull(0)
-    regs = [e for e in page["events"] if e["type"] == "settings.registered"]
+    regs = [e for e in page.events if e["type"] == "settings.registered"]
     assert [e["data"]["edition"] for e in regs] == ["single", "five"]
     assert regs[1]["data"]["previous"] == "single"
-    assert "svk1." not in json.dumps(page["events"], default=str)
+    assert "svk1." not in json.dumps(page.events, default=str)
 
 
 async def test_registering_the_same_key_twice_appends_once(
@@ -86,9 +87,9 @@ async def test_registering_the_same_key_twice_appends_once(
     eng = await make_engine()
     admin = await eng.admin()
     key = vendor.issue("single")
-    assert (await admin.register(key))["changed"]
+    assert (await admin.register(key)).changed
     head = eng.core.log.head
-    assert not (await admin.register(key))["changed"]
+    assert not (await admin.register(key)).changed
     assert eng.core.log.head == head
 
 
@@ -115,7 +116,7 @@ async def test_forged_keys_are_refused(make_engine: MakeEngine, vendor: Vendor) 
     await refused(admin.register("svk1.garbage"), "bad_key")
     await refused(admin.register("not a key"), "bad_key", "not a Synvoice registration key")
     assert eng.core.log.head == head
-    assert (await admin.status())["edition"] == "single"
+    assert (await admin.status()).edition == "single"
     # Only the admin credential may register.
     dev = await eng.device("alice")
     await refused(dev.client.register(vendor.issue("site")), "forbidden")
@@ -155,12 +156,12 @@ async def test_data_limit_refuses_new_data_and_keeps_everything(
     head = eng.core.log.head
     # Reads keep working: pull, status; a retry of stored events is still acknowledged.
     page = await dev.client.pull(0)
-    ids = {ev["event_id"] for ev in page["events"]}
+    ids = {ev["event_id"] for ev in page.events}
     assert {str(ev.event_id) for ev in [created, *accepted]} <= ids
     again = await dev.client.push([created, *accepted[-2:]])
-    assert all(r["duplicate"] for r in again["results"])
+    assert all(r.duplicate for r in again.results)
     st = await dev.client.status()
-    assert st["usage"]["data_bytes"] <= st["limits"]["data_bytes"] == 6000
+    assert st.usage.data_bytes <= st.limits.data_bytes == 6000
     assert eng.core.log.head == head
     # Verified intact, and an upgrade lets the refused push in.
     assert (await eng.core.log.verify())[1] is None
@@ -174,7 +175,7 @@ async def test_configured_key_and_restart(
 ) -> None:
     eng = await make_engine(vendor.issue("five", "Config Co"))
     st = await (await eng.admin()).status()
-    assert (st["edition"], st["edition_source"], st["edition_licensee"]) == (
+    assert (st.edition, st.edition_source, st.edition_licensee) == (
         "five",
         "config",
         "Config Co",
@@ -190,7 +191,7 @@ async def test_configured_key_and_restart(
     await trial.close()
     await trial.server.stop()
     again = await make_engine(data_dir=data)
-    assert (await (await again.admin()).status())["edition"] == "single"
+    assert (await (await again.admin()).status()).edition == "single"
 
 
 async def test_bad_configured_key_stops_the_engine(make_engine: MakeEngine, vendor: Vendor) -> None:
@@ -265,7 +266,7 @@ def test_status_rows_render_unlimited() -> None:
 
 async def test_fixture_engines_run_the_site_edition(engine: EngineHarness) -> None:
     st = await (await engine.admin()).status()
-    assert st["edition"] == "site" and st["limits"]["devices"] is None
+    assert st.edition == "site" and st.limits.devices is None
 
 
 _values = st.recursive(

@@ -44,7 +44,7 @@ async def test_devices_connect_over_tls_with_the_ca_from_their_token(
     try:
         await client.push([dev.created()])
         st = await client.status()
-        assert st["broker"] == {"auth": True, "tls": True}
+        assert (st.broker.auth, st.broker.tls) == (True, True)
         assert client.nc.connected_server_version  # a live session
     finally:
         await client.close()

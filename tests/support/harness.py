@@ -70,12 +70,10 @@ class EngineHarness:
         if enrollment.broker_auth or enrollment.tls_ca:
             client = await EngineClient.connect_enrolled(enrollment)  # as a device agent does
         else:
-            client = await EngineClient.connect(
-                self.url, r["device_id"], bytes.fromhex(r["secret"])
-            )
+            client = await EngineClient.connect(self.url, r.device_id, bytes.fromhex(r.secret))
         self.clients.append(client)
         return DeviceCreds(
-            r["device_id"], r["user"], bytes.fromhex(r["secret"]), client, enrollment=enrollment
+            r.device_id, r.user, bytes.fromhex(r.secret), client, enrollment=enrollment
         )
 
     async def close(self) -> None:
