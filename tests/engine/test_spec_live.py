@@ -11,12 +11,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client
 
 from engine import auth, codec, protocol, spec
 from engine.enrollment import Enrollment, parse_token
+from engine.messages import EnrollReply, IntegrationCredentials
 from tests.support.harness import DeviceCreds, EngineHarness
 from tests.support.spec import check, embedded_engine
 
@@ -50,7 +52,7 @@ async def test_replies_and_events_validate_against_the_spec(secure: EngineHarnes
 
     await call(protocol.ADMIN_MODE, {"mode": "centralized"}, "ModeReply")
     enrolled = await call(protocol.ADMIN_ENROLL, {"user": "alice", "name": "laptop"}, "EnrollReply")
-    token = Enrollment.from_reply(secure.url, enrolled).token()
+    token = Enrollment.from_reply(secure.url, msgspec.convert(enrolled, EnrollReply)).token()
     fields = codec.unpack(__import__("base64").urlsafe_b64decode(token[5:] + "=="))
     check("EnrollmentTokenV2", fields)
     dev = parse_token(token)
@@ -79,6 +81,11 @@ async def test_replies_and_events_validate_against_the_spec(secure: EngineHarnes
         # Refusals are ErrorReply too.
         bad = await dcall(protocol.NUMBERS, {"items": []}, "NumbersReply")
         assert bad["error"]["code"] == "bad_request"
+        # Distributed mode: the pull opens numbering epochs, the status lists them.
+        await call(protocol.ADMIN_MODE, {"mode": "distributed", "force": True}, "ModeReply")
+        await dcall(protocol.PULL, {"after": page["head"]}, "PullReply")
+        st = await dcall(protocol.STATUS, {}, "StatusReply")
+        assert st["epochs"]["invoice"] and st["mode"] == "distributed"
     finally:
         await nc.close()
     conflict = await call(protocol.ADMIN_MODE, {"mode": "single"}, "ModeReply")
@@ -127,8 +134,9 @@ async def test_devices_and_integrations_discover_the_engine(secure: EngineHarnes
     dev = Enrollment.from_reply(secure.url, enrolled)
     nc = await nats.connect(dev.url, **dev.nats_options())
     cred = await admin.integration("add", "erp")
+    assert isinstance(cred, IntegrationCredentials)
     inc = await nats.connect(
-        secure.url, user=cred["user"], password=cred["password"], inbox_prefix=cred["inbox_prefix"]
+        secure.url, user=cred.user, password=cred.password, inbox_prefix=cred.inbox_prefix
     )
     try:
         await _discover(nc)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from engine.enrollment import Enrollment
+from engine.messages import IntegrationCredentials
 from tests.support.exports import diff, edits, replay_documents
 from tests.support.harness import EngineHarness
 from tests.support.spec import NODE_DIR, embedded_engine, need_node
@@ -83,11 +84,12 @@ async def test_a_javascript_integration_killed_mid_stream_resumes_equal_to_the_r
     await secure.server.publisher.drain()
     admin = await secure.admin()
     cred = await admin.integration("add", "export")
+    assert isinstance(cred, IntegrationCredentials) and cred.inbox_prefix is not None
     export = tmp_path / "export.json"
     argv = [
         "integration.mjs",
-        *("--url", secure.url, "--user", cred["user"], "--password", cred["password"]),
-        *("--inbox-prefix", cred["inbox_prefix"], "--durable", "node-export"),
+        *("--url", secure.url, "--user", cred.user, "--password", cred.password),
+        *("--inbox-prefix", cred.inbox_prefix, "--durable", "node-export"),
         *("--export", str(export), "--batch", "50"),
     ]
 
