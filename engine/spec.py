@@ -349,7 +349,8 @@ def _header_schemas() -> dict[str, Schema]:
 
 SIGNING = {
     "algorithm": "HMAC-SHA256",
-    "key": "the device secret (32 bytes; the token's `secret`, or the hex of admin.secret)",
+    "key": "the device secret: 32 bytes (the token's `secret`; for admin, the bytes "
+    "whose hex is in admin.secret)",
     "input": "UTF-8 subject, '\\n', the Synvoice-Time value, '\\n', then the exact body bytes",
     "output": "lowercase hex",
     "headers": [auth.HDR_DEVICE, auth.HDR_TIME, auth.HDR_SIG],
