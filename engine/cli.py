@@ -114,7 +114,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 async def admin_client(args: argparse.Namespace) -> Any:
     """An EngineClient with the admin credential of the engine in ``args.data``
     (broker user and TLS as the running engine recorded in engine.json)."""
-    from engine.brokerauth import admin_nats_options
+    from engine.brokermanager import admin_nats_options
     from engine.client import EngineClient
     from engine.protocol import ADMIN_DEVICE
 

@@ -20,7 +20,7 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from engine import brokerauth, codec
+from engine import brokerauth, brokermanager, codec
 from engine.errors import SynvoiceError
 from engine.messages import EnrollReply
 
@@ -66,7 +66,7 @@ class Enrollment:
             opts["user"] = self.device_id
             opts["password"] = brokerauth.device_password(self.secret)
         if self.tls_ca:
-            opts["tls"] = brokerauth.tls_context(ca_pem=self.tls_ca)
+            opts["tls"] = brokermanager.tls_context(ca_pem=self.tls_ca)
         return opts
 
     def fields(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The engine process: embedded (or external) NATS + core + publisher + service.
 
 Embedded broker: the engine opens its log first, writes the broker's users from
-its state (``engine.brokerauth``), then starts nats-server with
+its state (``engine.brokermanager``), then starts nats-server with
 ``DATA/nats/broker.conf`` (deploy/nats-server.conf + the generated users + TLS).
 External broker (``--nats-url``): used as it is; its operator secures it.
 """
@@ -22,7 +22,7 @@ from typing import IO, Any
 import nats
 from nats.aio.client import Client
 
-from engine import brokerauth, plugins
+from engine import brokerauth, brokermanager, plugins
 from engine.config import EngineConfig
 from engine.core import EngineCore
 from engine.natsproc import DEFAULT_CONFIG, NatsServer, free_port, port_in_use, server_list
@@ -64,7 +64,7 @@ class EngineServer:
         self.service: EngineService | None = None
         self._lock: IO[str] | None = None
         self.nats_url = ""
-        self.broker: brokerauth.BrokerAuth | None = None  # embedded broker with users
+        self.broker: brokermanager.BrokerAuth | None = None  # embedded broker with users
         self.tls: ssl.SSLContext | None = None
         self.on_stop: list[Callable[[], Awaitable[None]]] = []
 
@@ -82,7 +82,7 @@ class EngineServer:
         ca = cfg.trusted_ca
         if (cfg.tls_cert is None) != (cfg.tls_key is None):
             raise RuntimeError("TLS needs both tls_cert and tls_key (SYNVOICE_TLS_CERT/_KEY)")
-        self.tls = brokerauth.tls_context(ca_file=ca) if ca is not None else None
+        self.tls = brokermanager.tls_context(ca_file=ca) if ca is not None else None
         self.core = core = await EngineCore.open(cfg)
         opts: dict[str, Any] = {"tls": self.tls} if self.tls is not None else {}
         if cfg.nats_url:
@@ -108,7 +108,7 @@ class EngineServer:
         self.service = EngineService(self.core, self.nc)
         await self.service.start()
         # Private: with --nats-url the URL may carry the engine's broker password.
-        brokerauth.write_private(
+        brokermanager.write_private(
             cfg.runtime_path,
             json.dumps(
                 {
@@ -116,7 +116,7 @@ class EngineServer:
                     "pid": os.getpid(),
                     "log": str(cfg.log_path.resolve()),
                     "embedded_nats": self.nats_server is not None,
-                    # What the admin tools need to connect (engine.brokerauth).
+                    # What the admin tools need to connect (engine.brokermanager).
                     "broker_auth": self.broker is not None,
                     "tls_ca": str(ca.resolve()) if ca is not None else None,
                 },
@@ -133,11 +133,11 @@ class EngineServer:
         cfg.nats_dir.mkdir(parents=True, exist_ok=True)
         tls = (cfg.tls_cert, cfg.tls_key) if cfg.tls_cert and cfg.tls_key else None
         if cfg.broker_auth:
-            self.broker = brokerauth.BrokerAuth(cfg.nats_dir, self.core, self.tls)
+            self.broker = brokermanager.BrokerAuth(cfg.nats_dir, self.core, self.tls)
             self.broker.write()
         conf = cfg.nats_dir / brokerauth.SERVER_FILE
         conf.write_text(
-            brokerauth.render_server(DEFAULT_CONFIG, cfg.nats_dir, cfg.broker_auth, tls)
+            brokermanager.render_server(DEFAULT_CONFIG, cfg.nats_dir, cfg.broker_auth, tls)
         )
         self.nats_server = NatsServer(cfg.nats_dir, port=port, config=conf, host=cfg.nats_host)
         await asyncio.to_thread(self.nats_server.start)

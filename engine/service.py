@@ -16,25 +16,15 @@ from nats.aio.msg import Msg
 from nats.micro.request import Request
 from nats.micro.service import Service, ServiceConfig
 
-from engine import codec, protocol, spec
+from engine import protocol, spec
 from engine.core import EngineCore
+from engine.core.routes import ROUTES
 from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import Record
+from engine.messages import ErrorBody, ErrorReply, HeadNotice, encode
 
 log = logging.getLogger("synvoice.service")
-
-ENDPOINTS = {
-    "push": protocol.PUSH,
-    "pull": protocol.PULL,
-    "numbers": protocol.NUMBERS,
-    "status": protocol.STATUS,
-    "admin-enroll": protocol.ADMIN_ENROLL,
-    "admin-revoke": protocol.ADMIN_REVOKE,
-    "admin-mode": protocol.ADMIN_MODE,
-    "admin-register": protocol.ADMIN_REGISTER,
-    "admin-integration": protocol.ADMIN_INTEGRATION,
-}
 
 
 class EngineService:
@@ -57,14 +47,29 @@ class EngineService:
             ),
         )
         await self.service.start()
-        for name, subject in ENDPOINTS.items():
+        for route in ROUTES:  # the core's routing table: one endpoint per route
             await self.service.add_endpoint(
-                name=name,
-                subject=subject,
+                name=route.name,
+                subject=route.subject,
                 handler=self._dispatch,
-                metadata=spec.endpoint_metadata(name),
+                metadata=spec.endpoint_metadata(route.name),
             )
+        await self._until_subscribed()
         self.core.listeners.append(self._notify_head)
+
+    async def _until_subscribed(self) -> None:
+        """Ready means subscribed: return once the broker has the endpoints'
+        subscriptions, so a request sent when start() returns finds the engine.
+
+        ``nc.flush()`` is not enough: nats-py writes its PING straight to the
+        socket, ahead of the SUBs still in its pending buffer, so the PONG can
+        come back before the broker has them. A request to this instance's own
+        PING subject queues behind the SUBs on the same connection, and the
+        broker handles one connection's commands in order: its reply proves them.
+        """
+        assert self.service is not None
+        subject = f"$SRV.PING.{protocol.SERVICE_NAME}.{self.service.id}"
+        await self.nc.request(subject, b"", timeout=10)
 
     async def stop(self) -> None:
         if self.service is not None:
@@ -106,7 +111,7 @@ class EngineService:
 
     def _notify_head(self, sealed: Sequence[tuple[Event, Record]]) -> None:
         head = sealed[-1][1].position
-        task = asyncio.create_task(self.nc.publish(protocol.HEAD, codec.pack({"head": head})))
+        task = asyncio.create_task(self.nc.publish(protocol.HEAD, encode(HeadNotice(head))))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -139,6 +144,7 @@ class _InboxOnlyService(Service):
 
 async def _respond_error(req: Request, err: SynvoiceError) -> None:
     try:
-        await req.respond_error(str(err.status), err.message, data=codec.pack(err.to_wire()))
+        body = encode(ErrorReply(ErrorBody(err.code, err.message, err.details)))
+        await req.respond_error(str(err.status), err.message, data=body)
     except Exception:
         log.warning("could not send error reply on %s", req.subject)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ from pydantic.json_schema import models_json_schema
 
 import engine.schema  # noqa: F401  (registers every event type)
 from engine import auth, enrollment, errors, messages, protocol
+from engine.core.routes import ROUTES, Route
 from engine.events import Event
 from engine.schema.common import KINDS, USER_MODES
 from engine.schema.registry import REGISTRY
@@ -151,22 +152,18 @@ def _event_schemas(names: list[tuple[str, int, str]]) -> dict[str, Schema]:
 # --- request and reply bodies ----------------------------------------------------------
 
 
-# The replies of each endpoint: msgspec Structs of ``engine.messages``.
-_REPLIES: tuple[Any, ...] = (
-    messages.PushReply,
-    messages.PullReply,
-    messages.NumbersReply,
-    messages.StatusReply,
-    messages.EnrollReply,
-    messages.RevokeReply,
-    messages.ModeReply,
-    messages.RegisterReply,
-    messages.IntegrationList,
-    messages.IntegrationCredentials,
-    messages.IntegrationRemovedReply,
-    messages.ErrorReply,
-    messages.HeadNotice,
-)
+def _reply_types(reply: Any) -> tuple[Any, ...]:
+    """A route's reply Struct(s): one type, or the members of a union."""
+    return get_args(reply) or (reply,)
+
+
+def _reply_name(route: Route) -> str:
+    """A reply's component: the Struct's name, or for a union one named by the route."""
+    if isinstance(route.reply, type):
+        return route.reply.__name__
+    words = route.name.removeprefix("admin-").split("-")
+    return "".join(w.capitalize() for w in words) + "Reply"
+
 
 # What the Structs cannot say (value ranges, enums, what an event is), by Struct
 # and field; the descriptions are the bodies' rules. A refinement of a field the
@@ -257,8 +254,10 @@ _REFINE: dict[str, Schema] = {
 
 def _message_schemas() -> dict[str, Schema]:
     """Request and reply bodies: the Structs of ``engine.messages``, refined."""
+    types = [r.request for r in ROUTES] + [t for r in ROUTES for t in _reply_types(r.reply)]
     _, comps = msgspec.json.schema_components(
-        (*messages.REQUESTS, *_REPLIES), ref_template="#/components/schemas/{name}"
+        (*types, messages.ErrorReply, messages.HeadNotice),
+        ref_template="#/components/schemas/{name}",
     )
     for name, refine in _REFINE.items():
         schema = comps[name]
@@ -270,14 +269,13 @@ def _message_schemas() -> dict[str, Schema]:
                 schema["properties"].update(value)
             else:
                 schema[key] = value
-    comps["IntegrationReply"] = {
-        "description": "list / add / remove (the add reply carries the broker credentials).",
-        "anyOf": [
-            _ref("IntegrationList"),
-            _ref("IntegrationCredentials"),
-            _ref("IntegrationRemovedReply"),
-        ],
-    }
+    for route in ROUTES:
+        if not isinstance(route.reply, type):
+            names = [t.__name__ for t in _reply_types(route.reply)]
+            comps[_reply_name(route)] = {
+                "description": f"One of: {', '.join(names)}.",
+                "anyOf": [_ref(n) for n in names],
+            }
     comps["SalesIn"] = {
         "description": "One sale, a list, or {sales: [...]} in the format of `synvoice "
         "billing import` (JSON or msgpack); recorded as `sale.recorded` events.",
@@ -416,51 +414,38 @@ def _msg(
     return name, m
 
 
-# (endpoint name as served by nats.micro, subject, request, reply, who may call, summary)
-ENDPOINTS: list[tuple[str, str, str, str, str, str]] = [
-    ("push", protocol.PUSH, "PushRequest", "PushReply", "device", "Append events"),
-    ("pull", protocol.PULL, "PullRequest", "PullReply", "device", "Read the log by position"),
-    ("numbers", protocol.NUMBERS, "NumbersRequest", "NumbersReply", "device", "Server numbers"),
-    ("status", protocol.STATUS, "StatusRequest", "StatusReply", "device", "Engine status"),
-    (
-        "admin-enroll",
-        protocol.ADMIN_ENROLL,
-        "EnrollRequest",
-        "EnrollReply",
-        "admin",
-        "Enroll a device",
-    ),
-    (
-        "admin-revoke",
-        protocol.ADMIN_REVOKE,
-        "RevokeRequest",
-        "RevokeReply",
-        "admin",
-        "Revoke a device",
-    ),
-    ("admin-mode", protocol.ADMIN_MODE, "ModeRequest", "ModeReply", "admin", "Set the user mode"),
-    (
-        "admin-register",
-        protocol.ADMIN_REGISTER,
-        "RegisterRequest",
-        "RegisterReply",
-        "admin",
-        "Register a licence key",
-    ),
-    (
-        "admin-integration",
-        protocol.ADMIN_INTEGRATION,
-        "IntegrationRequest",
-        "IntegrationReply",
-        "admin",
-        "Add, remove or list integrations",
-    ),
-]
+# Titles of the endpoints (by route name); the routes themselves are the core's.
+SUMMARIES = {
+    "push": "Append events",
+    "pull": "Read the log by position",
+    "numbers": "Server numbers",
+    "status": "Engine status",
+    "admin-enroll": "Enroll a device",
+    "admin-revoke": "Revoke a device",
+    "admin-mode": "Set the user mode",
+    "admin-register": "Register a licence key",
+    "admin-integration": "Add, remove or list integrations",
+}
+
+
+def endpoints() -> list[tuple[str, str, str, str, str, str]]:
+    """(endpoint name, subject, request, reply, caller, summary) of every route."""
+    return [
+        (
+            r.name,
+            r.subject,
+            r.request.__name__,
+            _reply_name(r),
+            "admin" if r.admin else "device",
+            SUMMARIES.get(r.name, r.name),
+        )
+        for r in ROUTES
+    ]
 
 
 def endpoint_metadata(name: str) -> dict[str, str]:
     """The nats.micro metadata of an endpoint: where its schemas are in the spec."""
-    for ep, _subject, req, rep, who, _ in ENDPOINTS:
+    for ep, _subject, req, rep, who, _ in endpoints():
         if ep == name:
             return {
                 "spec": f"asyncapi 3.0.0, synvoice spec (engine/{SPEC_FILE})",
@@ -501,7 +486,7 @@ def build() -> dict[str, Any]:
     error_msg.pop("correlationId")
     messages[error_name] = error_msg
     inbox_messages[error_name] = {"$ref": f"#/components/messages/{error_name}"}
-    for ep, subject, req, rep, who, summary in ENDPOINTS:
+    for ep, subject, req, rep, who, summary in endpoints():
         for n, m in (
             _msg(req, req, f"{summary}: request", "SignedRequestHeaders"),
             _msg(rep, rep, f"{summary}: reply"),
@@ -645,7 +630,7 @@ def build() -> dict[str, Any]:
         "x-synvoice-service": {
             "name": protocol.SERVICE_NAME,
             "discovery": ["$SRV.PING", "$SRV.INFO", "$SRV.STATS"],
-            "endpoints": {ep: subject for ep, subject, *_ in ENDPOINTS},
+            "endpoints": {ep: subject for ep, subject, *_ in endpoints()},
         },
     }
 

@@ -257,7 +257,7 @@ async def _engine_client(args: argparse.Namespace) -> Any:
 def _credentials(args: argparse.Namespace) -> tuple[str, str, bytes, dict[str, Any]]:
     """(broker URL, device id, secret, nats.connect options) from --token, or from
     --data's admin credential (with the broker user and TLS the engine recorded)."""
-    from engine.brokerauth import admin_nats_options
+    from engine.brokermanager import admin_nats_options
     from engine.protocol import ADMIN_DEVICE
 
     if args.token:

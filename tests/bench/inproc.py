@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine import auth, codec, protocol
 from engine.config import EngineConfig
-from engine.core import EngineCore
+from engine.core import EngineCore, admin
 
 SIGNED = tuple[str, bytes]  # (device id, secret)
 
@@ -38,7 +38,7 @@ async def open_core(data_dir: Path) -> EngineCore:
 async def enroll(core: EngineCore, users: Sequence[str], n: int) -> list[SIGNED]:
     out = []
     for i in range(n):
-        r = await core.enroll(users[i % len(users)], f"inproc {i}")
+        r = await admin.enroll(core, users[i % len(users)], f"inproc {i}")
         out.append((r.device_id, bytes.fromhex(r.secret)))
     return out
 

@@ -33,7 +33,7 @@ async def test_a_job_whose_commit_fails_fails_alone_and_the_batch_commits(
             return await inproc._call(core, dev, protocol.PUSH, body)
 
         results = await asyncio.gather(
-            core._submit(poisoned, 1),
+            core.writer.submit(poisoned, 1),
             *(push(d, b[0]) for d, b in zip(devs, bodies, strict=True)),
             return_exceptions=True,
         )

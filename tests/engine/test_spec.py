@@ -229,10 +229,10 @@ def test_messages_round_trip() -> None:
 
 
 def test_every_endpoint_is_in_the_spec_with_its_metadata() -> None:
-    from engine.service import ENDPOINTS
+    from engine.core.routes import ROUTES
 
     ops = document()["operations"]
-    for name, subject in ENDPOINTS.items():
+    for name, subject in ((r.name, r.subject) for r in ROUTES):
         assert document()["channels"][name]["address"] == subject
         meta = spec.endpoint_metadata(name)
         assert meta["operation"] == f"#/operations/{name}" and name in ops
