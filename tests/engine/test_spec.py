@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -201,6 +202,19 @@ def test_what_the_engine_accepts_the_spec_accepts(raw: dict[str, Any]) -> None:
     except SynvoiceError:
         return
     check("PushedEvent", ev.to_wire())
+
+
+def test_spec_check_fails_on_a_stale_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.cli import main
+
+    stale = tmp_path / "asyncapi.json"
+    stale.write_text("{}\n")
+    assert main(["spec", "--check", "--out", str(stale)]) == 1
+    assert "differs from the code" in capsys.readouterr().err
+    assert main(["spec", "--out", str(stale)]) == 0
+    assert main(["spec", "--check", "--out", str(stale)]) == 0
 
 
 def test_messages_round_trip() -> None:

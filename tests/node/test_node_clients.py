@@ -25,6 +25,12 @@ from tests.support.spec import NODE_DIR, embedded_engine, need_node
 
 
 @pytest.fixture
+def node() -> str:
+    """Checked before the engine starts: a missing Node skips (or fails) at once."""
+    return need_node()
+
+
+@pytest.fixture
 async def secure(tmp_path: Path) -> AsyncIterator[EngineHarness]:
     async with embedded_engine(tmp_path / "data") as h:
         yield h
@@ -40,9 +46,8 @@ async def _node(node: str, *argv: str, timeout: float = 60) -> Any:
 
 
 async def test_a_javascript_device_signs_pushes_numbers_and_pulls(
-    secure: EngineHarness, tmp_path: Path
+    node: str, secure: EngineHarness, tmp_path: Path
 ) -> None:
-    node = need_node()
     admin = await secure.admin()
     await admin.set_mode("centralized")
     token = Enrollment.from_reply(secure.url, await admin.enroll("nina", "node")).token()
@@ -71,9 +76,8 @@ async def _lines(proc: asyncio.subprocess.Process) -> AsyncIterator[dict[str, An
 
 
 async def test_a_javascript_integration_killed_mid_stream_resumes_equal_to_the_replay(
-    secure: EngineHarness, tmp_path: Path
+    node: str, secure: EngineHarness, tmp_path: Path
 ) -> None:
-    node = need_node()
     dev = await secure.device("alice")
     created = [dev.created() for _ in range(300)]
     for i in range(0, len(created), 100):
