@@ -586,6 +586,10 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--public-key", type=Path, help="also trust this vendor-public.txt")
     p.set_defaults(handler=_cmd_vendor_show)
 
+    from engine import speccli
+
+    speccli.register(sub)
+
     if plugins:
         from engine import plugins as plugin_registry
 

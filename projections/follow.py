@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -21,13 +21,10 @@ from engine.client import EngineClient
 from engine.errors import SynvoiceError
 from engine.hashchain import ChainVerifier, declared_gap
 from engine.stored import StoredEventError, decode_stored
+from projections.consumer import Filler, fill_hole
+from projections.consumer import Row as Row  # re-exported: the row type of both modules
 from projections.model import Projector
 from projections.store import ViewStore
-
-Row = tuple[int, bytes, bytes]  # (position, stored body, chain hash)
-# fill(after, upto): the records after ``after`` up to ``upto`` (at least the first one).
-Filler = Callable[[int, int], Awaitable[Sequence[Row]]]
-
 
 # Views kept in memory between batches (more are reloaded from the views file).
 CACHE_DOCS = 2_000
@@ -91,19 +88,7 @@ class Follower:
     async def _fill_hole(self, after: int, upto: int) -> list[Row]:
         if self.fill is None:
             raise StoredEventError(after + 1, f"positions {after + 1}..{upto} are missing")
-        out: list[Row] = []
-        while after < upto:
-            got = [r for r in await self.fill(after, upto) if after < r[0] <= upto]
-            if not got or got[0][0] != after + 1:
-                raise StoredEventError(
-                    after + 1,
-                    f"hole {after + 1}..{upto}: the engine did not return position {after + 1}",
-                )
-            for r in got:
-                if r[0] != after + 1:
-                    raise StoredEventError(after + 1, "the engine returned records out of order")
-                out.append(r)
-                after = r[0]
+        out = await fill_hole(self.fill, after, upto)
         self.filled += len(out)
         return out
 
