@@ -62,6 +62,9 @@ SAMPLES: dict[str, Any] = {
         name="erp", credential_id="0" * 32
     ),
     "settings.integration_removed": settings_schema.IntegrationRemoved(name="erp"),
+    "settings.log_rolled_back": settings_schema.LogRolledBack(
+        after=10, skipped_to=14, reason="restored a backup"
+    ),
     "numbering.epoch_opened": settings_schema.EpochOpened(
         kind="invoice", epoch=1, start=1, increment=2, slots={"alice": 1, "bob": 2}, end=200
     ),
