@@ -251,6 +251,8 @@ def doc_row(v: DocumentView) -> tuple[Any, ...]:
                 (k, w.position, w.event_id, w.device_id, w.seen_position)
                 for k, w in v.writes.items()
             ],
+            # Later fields, appended so older rows still read (credit notes, terms).
+            {"credits": v.credits, "payment_terms": v.payment_terms},
         )
     )
     return (
@@ -282,7 +284,9 @@ def doc_row(v: DocumentView) -> tuple[Any, ...]:
 
 def view_from_row(row: Sequence[Any]) -> DocumentView:
     """The fold's view back from a documents row (``doc_row``'s inverse)."""
-    customer, lines, notes, writes = _unpack(row[22])
+    parts = _unpack(row[22])
+    customer, lines, notes, writes = parts[:4]
+    extra: dict[str, Any] = parts[4] if len(parts) > 4 else {}
     return DocumentView(
         doc_id=row[0],
         kind=row[1],
@@ -301,6 +305,8 @@ def view_from_row(row: Sequence[Any]) -> DocumentView:
         updated_at=row[15],
         converted_from=row[16],
         converted_to=row[17],
+        credits=extra.get("credits"),
+        payment_terms=extra.get("payment_terms"),
         void_reason=row[18],
         events=row[19],
         last_position=row[20],
