@@ -909,6 +909,8 @@ class DeviceAgent:
         number: int | None = None,
         converted_from: str | uuid.UUID | None = None,
         doc_id: str | uuid.UUID | None = None,
+        credits: str | uuid.UUID | None = None,
+        payment_terms: str | None = None,
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
         set by hand). Works offline (centralized mode then gives number 0).
@@ -928,6 +930,8 @@ class DeviceAgent:
                 number=number,
                 converted_from=converted_from,
                 doc_id=doc_id,
+                credits=credits,
+                payment_terms=payment_terms,
             )
         return self.document(new_id)
 
@@ -944,6 +948,8 @@ class DeviceAgent:
         number: int | None,
         converted_from: str | uuid.UUID | None,
         doc_id: str | uuid.UUID | None = None,
+        credits: str | uuid.UUID | None = None,
+        payment_terms: str | None = None,
     ) -> str:
         if kind not in KINDS:
             raise SynvoiceError("schema", f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -956,6 +962,10 @@ class DeviceAgent:
             "notes": notes,
             "converted_from": converted_from,
         }
+        if credits is not None:  # only set keys go on the wire (older readers forbid new ones)
+            fields["credits"] = credits
+        if payment_terms is not None:
+            fields["payment_terms"] = payment_terms
         _model(DocumentCreated, **fields)  # refuse bad input before taking a number
         if doc_id is None:
             new_id = uuid.uuid4()

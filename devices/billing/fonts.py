@@ -171,7 +171,9 @@ def _prototypes() -> dict[str, _Proto]:
     pdf.add_font(CJK, "", files.cjk)
     paths = {MAIN: files.regular, CJK: files.cjk}
     return {
-        key: _Proto(font, paths[key]) for key, font in pdf.fonts.items() if isinstance(font, TTFFont)
+        key: _Proto(font, paths[key])
+        for key, font in pdf.fonts.items()
+        if isinstance(font, TTFFont)
     }
 
 
