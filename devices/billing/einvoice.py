@@ -17,9 +17,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 from functools import cache
 from importlib import resources
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from lxml import etree
