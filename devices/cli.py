@@ -264,6 +264,7 @@ async def _cmd_create(args: argparse.Namespace) -> int:
             due_date=args.due_date,
             notes=args.notes,
             number=args.number,
+            payment_terms=args.payment_terms,
         )
         if args.json:
             print_json(v.as_dict())
@@ -588,10 +589,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_cmd_init)
 
     p = ds.add_parser("create", help="create an invoice, quote or estimate")
-    p.add_argument("--kind", choices=KINDS, default="invoice")
+    # Credit notes come from an issued invoice: `device credit INVOICE`.
+    p.add_argument("--kind", choices=[k for k in KINDS if k != "credit_note"], default="invoice")
     _doc_fields(p)
     p.add_argument("--currency", default="USD")
     p.add_argument("--notes")
+    p.add_argument("--payment-terms", help="this document's terms (default: the seller's)")
     p.add_argument("--number", type=int, help="set the number by hand")
     _common(p)
     p.set_defaults(handler=_cmd_create)

@@ -654,6 +654,38 @@ class ViewStore:
             args,
         )
 
+    def credit_notes(self) -> list[dict[str, Any]]:
+        """Each credit note with the invoice it corrects (``credits`` is kept in
+        the state blob, so older views files need no new column)."""
+        rows = self.conn.execute(
+            "SELECT doc_id, number, status, customer, currency, total, state FROM documents "
+            "WHERE kind = 'credit_note' ORDER BY number, doc_id"
+        ).fetchall()
+        out: list[dict[str, Any]] = []
+        for doc_id, number, status, customer, currency, total, state in rows:
+            parts = _unpack(state)
+            credits = parts[4].get("credits") if len(parts) > 4 else None
+            inv = (
+                self.conn.execute(
+                    "SELECT number FROM documents WHERE doc_id = ?", (credits,)
+                ).fetchone()
+                if credits
+                else None
+            )
+            out.append(
+                {
+                    "doc_id": doc_id,
+                    "number": number,
+                    "status": status,
+                    "customer": customer,
+                    "total": total,
+                    "currency": currency,
+                    "credits": credits,
+                    "invoice_number": inv[0] if inv else None,
+                }
+            )
+        return out
+
     def counts(self) -> dict[str, int]:
         c = self.conn
         out = {}

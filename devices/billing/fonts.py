@@ -94,6 +94,8 @@ class _Program:
         return self._font[tag]
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
         return getattr(self._font, name)
 
     def getGlyphID(self, name: str) -> int:  # fontTools' name

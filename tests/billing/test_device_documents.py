@@ -69,6 +69,7 @@ async def test_seller_pdf_credit_note_einvoice_and_mail(
         "device", "create", *base, "--customer", "Ελληνική Εταιρεία Α.Ε.", "--country", "GR",
         "--address", "Οδός Ερμού 10\nΑθήνα", "--email", "logistirio@example.test",
         "--line", "Συμβουλευτικές υπηρεσίες:2:150:24", "--line", "Ταξίδι:1:80:24",
+        "--payment-terms", "Πληρωμή εντός 10 ημερών",
     )  # fmt: skip
     assert code == 0, err
     code, out, err = await cli("device", "credit", *base, "invoice:1")
@@ -79,7 +80,15 @@ async def test_seller_pdf_credit_note_einvoice_and_mail(
     code, out, err = await cli("device", "pdf", *base, "invoice:1", "--out", str(pdf))
     assert code == 0, err
     text = pdf_text(pdf.read_bytes())
-    for part in ("Invoice 1", "Ελληνική Εταιρεία Α.Ε.", "Συμβουλευτικές υπηρεσίες", "Beispiel"):
+    for part in (
+        "Invoice 1",
+        "Ελληνική Εταιρεία Α.Ε.",
+        "Συμβουλευτικές υπηρεσίες",
+        "Beispiel Beratung GmbH",
+        "VAT ID DE123456789",
+        "IBAN DE89370400440532013000",
+        "Payment terms: Πληρωμή εντός 10 ημερών",  # the document's own, not the seller's
+    ):
         assert part in text, part
 
     code, out, err = await cli("device", "credit", *base, "invoice:1", "--line", "2", "--json")
@@ -94,6 +103,13 @@ async def test_seller_pdf_credit_note_einvoice_and_mail(
     assert json.loads(out)["credits"] == cn["credits"]
     code, out, _ = await cli("device", "pdf", *base, "credit_note:1", "--out", str(pdf))
     assert "Credit note for invoice 1" in pdf_text(pdf.read_bytes())
+
+    # the auditor's replay of the log lists the credit note with its invoice
+    log = str(engine.server.config.data_dir / "log.sqlite")
+    code, out, err = await cli("replay", log, "--json", "--no-progress")
+    assert code == 0, err
+    (row,) = json.loads(out)["credit_notes"]
+    assert (row["number"], row["invoice_number"], row["total"]) == (1, 1, "99.20")
 
     for ref in ("invoice:1", "credit_note:1"):
         for fmt in ("ubl", "facturx"):
