@@ -164,25 +164,34 @@ class _Proto:
     path: Path
 
 
-@cache
-def _prototypes() -> dict[str, _Proto]:
-    """Each font parsed once per process (fontkey -> prototype)."""
-    files = font_files()
+def _proto(key: str, path: Path) -> _Proto:
     pdf = FPDF()
-    pdf.add_font(MAIN, "", files.regular)
-    pdf.add_font(CJK, "", files.cjk)
-    paths = {MAIN: files.regular, CJK: files.cjk}
-    return {
-        key: _Proto(font, paths[key])
-        for key, font in pdf.fonts.items()
-        if isinstance(font, TTFFont)
-    }
+    pdf.add_font(key, "", path)
+    font = pdf.fonts[key]
+    assert isinstance(font, TTFFont)
+    return _Proto(font, path)
 
 
 @cache
-def _coverage() -> tuple[frozenset[int], frozenset[int]]:
-    protos = _prototypes()
-    return frozenset(protos[MAIN].font.cmap), frozenset(protos[CJK].font.cmap)
+def _main() -> _Proto:
+    """The main font, parsed once per process."""
+    return _proto(MAIN, font_files().regular)
+
+
+@cache
+def _cjk() -> _Proto:
+    """The CJK font (13 MB), parsed once per process and only when a document needs it."""
+    return _proto(CJK, font_files().cjk)
+
+
+@cache
+def _main_cover() -> frozenset[int]:
+    return frozenset(_main().font.cmap)
+
+
+@cache
+def _cjk_cover() -> frozenset[int]:
+    return frozenset(_cjk().font.cmap)
 
 
 def _copy(proto: _Proto, index: int) -> TTFFont:
@@ -203,13 +212,15 @@ def _copy(proto: _Proto, index: int) -> TTFFont:
 
 def check_printable(texts: Iterable[str]) -> None:
     """Raise ``UnprintableText`` naming the characters no embedded font has."""
-    main, cjk = _coverage()
+    main = _main_cover()
     bad: dict[str, None] = {}
     for s in texts:
         for ch in s:
-            o = ord(ch)
-            if o not in main and o not in cjk and ch not in "\n\r\t":
+            if ord(ch) not in main and ch not in "\n\r\t":
                 bad[ch] = None
+    if bad:
+        cjk = _cjk_cover()
+        bad = {ch: None for ch in bad if ord(ch) not in cjk}
     if bad:
         shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in list(bad)[:10])
         more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
@@ -218,27 +229,26 @@ def check_printable(texts: Iterable[str]) -> None:
 
 def install(pdf: FPDF, *, cjk: bool) -> None:
     """Give ``pdf`` the fonts (the CJK one only when the document needs it)."""
-    protos = _prototypes()
-    keys = [MAIN] + ([CJK] if cjk else [])
-    for key in keys:
-        font = _copy(protos[key], len(pdf.fonts) + 1)
-        pdf.fonts[key] = font
-        if key == MAIN:
-            for ch in BASE_CHARS:  # see BASE_CHARS
-                font.subset.pick(ord(ch))
-    if cjk and protos[CJK].font.is_cff and protos[CJK].font.is_cid_keyed:
-        pdf._set_min_pdf_version("1.6")
+    font = _copy(_main(), len(pdf.fonts) + 1)
+    pdf.fonts[MAIN] = font
+    for ch in BASE_CHARS:  # see BASE_CHARS
+        font.subset.pick(ord(ch))
+    if cjk:
+        proto = _cjk()
+        pdf.fonts[CJK] = _copy(proto, len(pdf.fonts) + 1)
+        if proto.font.is_cff and proto.font.is_cid_keyed:
+            pdf._set_min_pdf_version("1.6")
 
 
 def needs_cjk(texts: Iterable[str]) -> bool:
-    main, _ = _coverage()
+    main = _main_cover()
     return any(ord(ch) not in main for s in texts for ch in s if ch not in "\n\r\t")
 
 
 def runs(text: str) -> list[tuple[str, str]]:
     """``text`` split into (family, part) runs: the main font where it has the
     glyph, the CJK font for the rest (call ``check_printable`` first)."""
-    main, _ = _coverage()
+    main = _main_cover()
     out: list[tuple[str, str]] = []
     for ch in text:
         fam = MAIN if ord(ch) in main else CJK
@@ -250,5 +260,5 @@ def runs(text: str) -> list[tuple[str, str]]:
 
 
 def warm() -> None:
-    """Parse the fonts now (worker processes call it once, not per document)."""
-    _coverage()
+    """Parse the main font now (worker processes call it once, not per document)."""
+    _main_cover()
