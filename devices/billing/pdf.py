@@ -131,6 +131,9 @@ def _all_text(inv: InvoiceData) -> Iterator[str]:
         yield ln.description
 
 
+_BLANKS = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+
+
 class _Page:
     def __init__(self, pdf: FPDF, mixed: bool) -> None:
         self.pdf = pdf
@@ -156,6 +159,7 @@ class _Page:
         return w * bold
 
     def text(self, x: float, s: str, align: str = "L") -> None:
+        s = s.translate(_BLANKS)  # one line: line breaks and tabs print as spaces
         if align == "R":
             x -= self.width(s)
         if "B" in self.style:
@@ -182,8 +186,10 @@ class _Page:
             self.y = 25.0
 
     def fit(self, s: str, width: float) -> str:
+        s = s.translate(_BLANKS)
         if self.width(s) <= width:
             return s
+        s = s[: int(width)]  # no glyph is narrower than 1 mm at these sizes
         while s and self.width(s + "...") > width:
             s = s[:-1]
         return s + "..."

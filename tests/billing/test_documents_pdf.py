@@ -14,9 +14,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from devices.billing import fonts
 from devices.billing.pdf import InvoiceData, UnprintableText, render
+from devices.seller import merged
+from engine.errors import SynvoiceError
 from engine.schema.common import Line
 from engine.schema.settings import SellerSet
 from tests.support.pdftext import pdf_text, png_of_first_page
@@ -138,3 +142,31 @@ def test_a_page_as_png_for_the_readme() -> None:
     png = png_of_first_page(render(inv), ARTIFACTS / "invoice-example.png", scale=1.0)
     assert png.stat().st_size > 10_000
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.text(min_size=1, max_size=60), desc=st.text(min_size=1, max_size=300))
+def test_any_text_prints_or_fails_with_a_reason(name: str, desc: str) -> None:
+    """Whatever a customer or line says: a PDF, or UnprintableText; nothing else."""
+    try:
+        pdf = render(doc(name, "x", desc))
+    except UnprintableText as exc:
+        assert "U+" in str(exc)
+    else:
+        assert pdf.startswith(b"%PDF")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["legal_name", "vat_id", "iban", "bic", "country", "email", "logo"]),
+        st.text(max_size=40),
+    )
+)
+def test_seller_changes_are_a_profile_or_a_clear_refusal(changes: dict[str, str]) -> None:
+    try:
+        profile = merged(SELLER, changes)
+    except SynvoiceError as exc:
+        assert exc.code == "bad_request" and exc.message
+    else:
+        assert profile.legal_name
