@@ -337,6 +337,8 @@ class DeviceAgent:
         number: int | None = None,
         converted_from: str | uuid.UUID | None = None,
         doc_id: str | uuid.UUID | None = None,
+        credits: str | uuid.UUID | None = None,
+        payment_terms: str | None = None,
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
         set by hand). Works offline (centralized mode then gives number 0).
@@ -355,6 +357,8 @@ class DeviceAgent:
             number=number,
             converted_from=converted_from,
             doc_id=doc_id,
+            credits=credits,
+            payment_terms=payment_terms,
         )
 
     async def edit_customer(
