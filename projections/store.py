@@ -116,6 +116,8 @@ CREATE INDEX IF NOT EXISTS documents_number ON documents (kind, number);
 CREATE INDEX IF NOT EXISTS history_doc ON history (doc_id, position);
 CREATE INDEX IF NOT EXISTS renumberings_doc ON renumberings (doc_id);
 CREATE INDEX IF NOT EXISTS conflicts_doc ON conflicts (doc_id);
+CREATE INDEX IF NOT EXISTS documents_recent ON documents (last_position);
+CREATE INDEX IF NOT EXISTS history_device ON history (device_id, position);
 """
 
 DOC_COLUMNS = (
