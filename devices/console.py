@@ -24,10 +24,13 @@ from devices.agent import DeviceAgent
 from devices.billing import pdf, service
 from devices.billing.config import load_config
 from devices.billing.home import BillingHome
-from engine.console.app import FormError
+from engine import codec
+from engine.console.app import FormError, gap_key
 from engine.errors import SynvoiceError
+from engine.events import new_event, parse_event
 from engine.schema.billing import ACTIONS, ScenarioRules, ScenarioSaved
-from engine.schema.common import Line
+from engine.schema.common import KINDS, Line
+from engine.schema.documents import GapExplained
 
 if TYPE_CHECKING:
     from engine.console.app import Console
@@ -77,6 +80,7 @@ class Agents:
         self._agent: DeviceAgent | None = None
         self._lock = asyncio.Lock()
         self.billing_lock = asyncio.Lock()
+        self.explained: dict[str, str] = {}  # gap_key -> reason, from the log
 
     async def agent(self) -> DeviceAgent:
         async with self._lock:
@@ -93,7 +97,17 @@ class Agents:
                 await agent.sync()
             except SynvoiceError as exc:
                 log.warning("console device sync: %s", exc.message)
+        await self._load_explained(agent)
         return agent
+
+    async def _load_explained(self, agent: DeviceAgent) -> None:
+        q = "SELECT body FROM events WHERE type = 'numbering.gap_explained' ORDER BY position"
+        out: dict[str, str] = {}
+        async with agent.store.conn.execute(q) as cur:
+            async for (body,) in cur:
+                p = parse_event(codec.unpack(body), stored=True).payload(GapExplained)
+                out[gap_key(p.kind, p.series, p.first, p.last)] = p.reason
+        self.explained = out
 
     async def billing_home(self) -> BillingHome:
         if not self.billing.exists():
@@ -145,6 +159,8 @@ def register(console: Console) -> None:
     console.add_tool("document", "console_document_tools.html")
     console.add_tool("documents", "console_assign_all.html")
     console.add_tool("numbers", "console_assign_all.html")
+    console.add_tool("gap", "console_gap_tools.html")
+    console.gap_notes = lambda: agents.explained
     console.shutdown.append(agents.close)
     run_state: dict[str, Any] = {
         "running": False,
@@ -215,6 +231,40 @@ def register(console: Console) -> None:
         await agent.wait_synced(timeout=15.0)
         console.flash(request, "ok", f"{v.kind.capitalize()} {v.number} is now {number}.")
         return RedirectResponse(f"/documents/{v.doc_id}", 303)
+
+    @console.action("/actions/explain-gap")
+    async def explain_gap(request: Request, form: FormData) -> Response:
+        kind = str(form.get("kind") or "")
+        if kind not in KINDS:
+            raise FormError(f"Kind must be one of {', '.join(KINDS)}.")
+        reason = str(form.get("reason") or "").strip()
+        if not reason:
+            raise FormError("Write down why these numbers are missing.")
+        try:
+            payload = GapExplained(
+                kind=kind,
+                series=str(form.get("series") or ""),
+                first=int(str(form.get("first"))),
+                last=int(str(form.get("last"))),
+                reason=reason[:500],
+            )
+        except ValueError:
+            raise FormError("That is not a gap of the report: reload the page.") from None
+        home = await agents.billing_home()
+        async with agents.billing_lock, service.session(home) as s:
+            link = s.need_link()
+            ev = new_event(
+                "numbering.gap_explained",
+                payload,
+                device_id=link.device_id,
+                user=link.user,
+                device_seq=0,
+                seen_position=s.state.position,
+            )
+            await link.push([ev])
+        await agents.agent()  # pulls the event back: the report shows it explained
+        console.flash(request, "ok", f"{kind} {payload.first}-{payload.last} marked explained.")
+        return RedirectResponse("/numbers", 303)
 
     @console.page("/actions/pdf/{doc_id}")
     async def document_pdf(request: Request) -> Response:

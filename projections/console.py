@@ -14,14 +14,14 @@ import io
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from engine.console.app import FormError
+from engine.console.app import FormError, gap_key
 from engine.hashchain import ChainVerifier
 from engine.log import iter_records, open_readonly
 from engine.schema.common import KINDS
@@ -214,8 +214,8 @@ class Views:
         finally:
             s.close()
 
-    def problems(self) -> tuple[int, int]:
-        """(numbers held twice, numbers missing): the banner's figures."""
+    def problems(self, explained: Collection[str] = ()) -> tuple[int, int]:
+        """(numbers held twice, numbers missing and not explained): the banner's figures."""
         if not self.path.exists():
             return 0, 0
         s = self._store()
@@ -226,7 +226,8 @@ class Views:
                     "SELECT COUNT(*) FROM (SELECT DISTINCT kind, number FROM duplicates)"
                 ).fetchone()[0]
             )
-            gap = int(c.execute("SELECT COALESCE(SUM(missing), 0) FROM gaps").fetchone()[0])
+            rows = c.execute("SELECT kind, series, first, last, missing FROM gaps").fetchall()
+            gap = sum(int(m) for k, sr, f, la, m in rows if gap_key(k, sr, f, la) not in explained)
             return dup, gap
         finally:
             s.close()
@@ -304,7 +305,7 @@ def register(console: Console) -> None:
     console.last_seen = views.last_seen
 
     def banner() -> list[tuple[str, str]]:
-        dup, gap = views.problems()
+        dup, gap = views.problems(console.gap_notes())
         if not dup and not gap:
             return []
         parts = []
@@ -363,6 +364,9 @@ def register(console: Console) -> None:
     @console.page("/numbers")
     async def numbers(request: Request) -> Response:
         data = await in_thread(views.numbers)
+        notes = console.gap_notes()
+        for g in data["gaps"]:
+            g["explained"] = notes.get(gap_key(g["kind"], g["series"], g["first"], g["last"]))
         return console.render(request, "numbers.html", **data)
 
     @console.page("/audit")

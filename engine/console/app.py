@@ -48,6 +48,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 ActionHandler = Callable[[Request, FormData], Awaitable[Response]]
 
 
+def gap_key(kind: str, series: str, first: int, last: int) -> str:
+    """One name for a gap across the plugins that report and explain it."""
+    return f"{kind}:{series}:{first}:{last}"
+
+
 class FormError(Exception):
     """Bad input in a form: its message is shown on the page; nothing changed."""
 
@@ -123,6 +128,8 @@ class Console:
     templates: Jinja2Templates = field(init=False)
     # device id -> when its last event was committed (the views know; projections add it)
     last_seen: Callable[[], dict[str, str]] = lambda: {}
+    # gap_key(...) -> why the numbers are missing (gaps marked explained; devices add it)
+    gap_notes: Callable[[], dict[str, str]] = lambda: {}
 
     def __post_init__(self) -> None:
         self.views_path = self.data_dir / "views.sqlite"

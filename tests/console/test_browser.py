@@ -143,6 +143,26 @@ async def test_office_day(tmp_path: Path, nats_server: NatsServer) -> None:
             await wait_for_banner(page, stack, present=False)
             assert (await text(page, "#doc-number")).strip() == str(assigned + 1)
             assert "number_assigned" in await text(page, "#history")
+            # --- a gap: reported in ranges, marked explained ---------------------------------
+            await agent.create(
+                "invoice",
+                "Far Ahead",
+                [{"description": "W", "quantity": 1, "unit_price": 1}],
+                number=assigned + 5,
+            )
+            await agent.sync()
+
+            async def gap_shown() -> bool:
+                await page.goto(stack.at("/numbers"))
+                return await page.locator("#gaps form.explain").count() == 1
+
+            await wait_for(gap_shown, timeout=15, interval=0.3)
+            assert "missing" in await text(page, "#numbers-banner")
+            await page.fill("#gaps input[name=reason]", "paper forms spoiled")
+            await page.click("#gaps form.explain button")
+            assert await page.locator(".flash-error").count() == 0, await text(page, ".flash-error")
+            assert "explained: paper forms spoiled" in await text(page, "#gaps")
+            assert await page.locator("#numbers-banner").count() == 0
             pdf = await ctx.request.get(stack.at(f"/actions/pdf/{dup.doc_id}"))
             assert pdf.headers["content-type"] == "application/pdf"
             assert "Twin Ltd" in pdf_text(await pdf.body())

@@ -34,5 +34,6 @@
     if (label) label.textContent = d.phase + ": " + d.done + " / " + d.total;
     if (d.finished) refresh();
   });
-  es.addEventListener("open", function () { document.body.dataset.live = "on"; });
+  // (Re)connected: whatever changed while the page loaded was not sent to it.
+  es.addEventListener("open", function () { document.body.dataset.live = "on"; refresh(); });
 })();
