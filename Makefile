@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ./data
 
-.PHONY: serve test lint bench demo clean
+.PHONY: serve test lint bench demo clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed
 	$(BIN)/synvoice serve --data $(DATA)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's chromium through Playwright
+# (executable_path; never `playwright install`, which downloads a browser).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check engine devices projections tests

@@ -149,7 +149,9 @@ class Progress:
         self._send(name)
 
     def finish(self) -> None:
-        self._send("finished", finished=True)
+        n = max(self.totals.values(), default=0)
+        self.totals["done"], self.done["done"] = n, n
+        self._send("done", finished=True)
 
 
 def register(console: Console) -> None:
