@@ -427,9 +427,13 @@ def register(console: Console) -> None:
             run_state["summary"] = run.result.summary() if run.result else None
         except SynvoiceError as exc:
             run_state["error"] = exc.message
+            console.errors.append((date.today().isoformat(), "/billing/process", exc.message))
         except Exception as exc:
             log.exception("billing run failed")
             run_state["error"] = f"{type(exc).__name__}: {exc}"
+            console.errors.append(
+                (date.today().isoformat(), "/billing/process", run_state["error"])
+            )
         finally:
             run_state["running"] = False
             rep.finish()

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from engine.console.app import Console
 
 PAGE_SIZE = 50
+COUNT_CAP = 10_000  # a filtered list counts up to here, then says "10,000+"
+LIST_INDEX = "documents_list"  # projections.store INDEXES
 TEMPLATES = Path(__file__).parent / "templates"
 STATUSES = ("draft", "issued", "void")
 LIST_COLUMNS = (
@@ -66,7 +68,7 @@ def ranges(numbers: Sequence[int]) -> list[tuple[int, int]]:
 
 def list_query(f: dict[str, str], before: int | None) -> tuple[str, str, list[Any]]:
     """(where clause, order/limit, args) for the documents list; newest first,
-    keyset paging on ``last_position`` (documents_recent index)."""
+    keyset paging on ``last_position`` (the covering documents_list index)."""
     where: list[str] = ["created = 1"]
     args: list[Any] = []
     if f.get("kind"):
@@ -122,6 +124,23 @@ def parse_filters(params: Any) -> dict[str, str]:
     return f
 
 
+def _page(
+    s: ViewStore, index: str, where: str, page: str, args: list[Any], before: int | None
+) -> tuple[list[dict[str, Any]], int]:
+    """One page (PAGE_SIZE + 1 rows: is there more?) and the count, capped when filtered."""
+    src = f"documents INDEXED BY {index}" if index else "documents"
+    cols = ", ".join(LIST_COLUMNS)
+    sql = f"SELECT {cols} FROM {src} WHERE {where}{page} ORDER BY last_position DESC LIMIT ?"
+    rows = s._dicts(sql, [*args, *([before] if before is not None else []), PAGE_SIZE + 1])
+    if where == "created = 1":
+        q, qargs = "SELECT COUNT(*) FROM documents WHERE created = 1", []
+    else:  # bounded work: a filtered count stops at the cap ("10,000+")
+        q = f"SELECT COUNT(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT ?)"
+        qargs = [*args, COUNT_CAP + 1]
+    total = int(s.conn.execute(q, qargs).fetchone()[0])
+    return rows, total
+
+
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -151,20 +170,18 @@ class Views:
         s = self._store()
         try:
             where, page, args = list_query(f, before)
-            cols = ", ".join(LIST_COLUMNS)
-            sql = (
-                f"SELECT {cols} FROM documents WHERE {where}{page} "
-                "ORDER BY last_position DESC LIMIT ?"
-            )
-            rows = s._dicts(sql, [*args, *([before] if before is not None else []), PAGE_SIZE + 1])
-            total = int(
-                s.conn.execute(f"SELECT COUNT(*) FROM documents WHERE {where}", args).fetchone()[0]
-            )
+            try:
+                rows, total = _page(s, LIST_INDEX, where, page, args, before)
+            except sqlite3.OperationalError as exc:  # a views file from before the index
+                if "no such index" not in str(exc):
+                    raise
+                rows, total = _page(s, "", where, page, args, before)
             more = len(rows) > PAGE_SIZE
             rows = rows[:PAGE_SIZE]
             return {
                 "rows": rows,
                 "total": total,
+                "capped": total > COUNT_CAP,
                 "next": rows[-1]["last_position"] if more and rows else None,
                 "position": s.checkpoint()[0],
             }

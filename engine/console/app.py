@@ -14,8 +14,10 @@ import hmac
 import json
 import logging
 import secrets
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -122,6 +124,8 @@ class Console:
     startup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     hub: Hub = field(default_factory=Hub)
+    # (when, where, what) of the last refusals and failures: the dashboard's "recent errors"
+    errors: deque[tuple[str, str, str]] = field(default_factory=lambda: deque(maxlen=20))
     views_path: Path = field(init=False)
     users: Users = field(init=False)
     limiter: SigninLimiter = field(init=False)
@@ -185,6 +189,8 @@ class Console:
                 except Refused as r:
                     return self.refusal(request, r.status, r.message)
                 except (FormError, SynvoiceError) as exc:
+                    if isinstance(exc, SynvoiceError):  # the engine's refusals, for the dashboard
+                        self.errors.append((_now(), path, f"{exc.code}: {exc.message}"))
                     self.flash(request, "error", _message(exc))
                     return self.back(request, form)
 
@@ -219,7 +225,7 @@ class Console:
         if not self.signed_in(request):
             raise Refused(403, "Sign in first: this request changes nothing.")
         try:
-            form = await request.form(max_files=0, max_fields=2000)
+            form = await request.form(max_files=0, max_fields=50_000)
         except Exception:
             raise Refused(400, "The form could not be read.") from None
         sent = str(form.get("csrf") or request.headers.get("x-csrf-token") or "")
@@ -272,6 +278,10 @@ class Console:
 
     def refusal(self, request: Request, status: int, message: str) -> Response:
         return self.render(request, "refused.html", status=status, message=message)
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _message(exc: Exception) -> str:

@@ -67,6 +67,7 @@ def register(console: Console) -> None:
             st=st,
             engine_error=err,
             panels=panels,
+            errors=list(reversed(console.errors)),
             human_bytes=human_bytes,
             last_seen=_last_seen(console),
         )

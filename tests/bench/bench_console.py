@@ -138,7 +138,7 @@ async def run(ctx: Context) -> BenchResult:
         res.status, res.message = "error", f"views rebuild: {r.get('message')}"
         return res
     Users(data / "console" / "users.json").set_password(*USER, role="auditor")
-    rounds = max(5, ctx.n(60, 5))
+    rounds = max(5, ctx.n(30, 5))
     async with Stack(work, env={"SYNVOICE_CONSOLE": "1", "SYNVOICE_CONSOLE_PORT": "0"}) as st:
         url = await _console_url(st.engine.log_file)
         paths = await asyncio.to_thread(pages, data / "views.sqlite")

@@ -194,6 +194,26 @@ async def test_office_day(tmp_path: Path, nats_server: NatsServer) -> None:
         ):
             assert name in body
 
+        # --- garbage in any form: a message, nothing changed, the server keeps serving ------
+        csrf = str(await page.get_attribute("body", "data-csrf"))
+        head = (await (await stack.engine.admin()).status())["head"]
+        for path, form in (
+            ("/actions/renumber", {"doc_id": "not-a-uuid", "number": "x"}),
+            ("/actions/renumber", {"doc_id": str(dup.doc_id), "number": "-5"}),
+            ("/actions/assign", {"doc_id": "00000000-0000-0000-0000-000000000000"}),
+            ("/actions/explain-gap", {"kind": "receipt", "first": "a", "last": "", "reason": ""}),
+            ("/devices/revoke", {"device_id": "dev-nope"}),
+            ("/settings/mode", {"mode": "chaos", "confirm": "yes"}),
+            ("/settings/register", {"key": "svk1.garbage"}),
+            ("/billing/process", {"scenario": "nope", "action_all": "fax"}),
+            ("/integrations/add", {"name": "Bad Name!"}),
+        ):
+            r = await ctx.request.post(stack.at(path), form={"csrf": csrf, "back": "/", **form})
+            assert r.status == 200 and "flash-error" in await r.text(), (path, await r.text())
+        assert (await (await stack.engine.admin()).status())["head"] == head
+        await page.goto(stack.at("/"))
+        assert "dev-nope" in await text(page, "#recent-errors")
+
         # --- an auditor reads but changes nothing --------------------------------------------
         actx = await b.new_context()
         apage = await actx.new_page()
