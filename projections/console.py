@@ -12,7 +12,6 @@ import asyncio
 import csv
 import io
 import sqlite3
-import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
@@ -80,6 +79,10 @@ def list_query(f: dict[str, str], before: int | None) -> tuple[str, str, list[An
     if f.get("user"):
         where.append("user = ?")
         args.append(f["user"])
+    if (f.get("number") or f.get("unassigned")) and not f.get("kind"):
+        # every kind named: SQLite then seeks the documents_number index (kind, number)
+        where.append(f"kind IN ({', '.join('?' * len(KINDS))})")
+        args += list(KINDS)
     if f.get("number"):
         where.append("number = ?")
         args.append(int(f["number"]))
@@ -132,8 +135,8 @@ def _page(
     cols = ", ".join(LIST_COLUMNS)
     sql = f"SELECT {cols} FROM {src} WHERE {where}{page} ORDER BY last_position DESC LIMIT ?"
     rows = s._dicts(sql, [*args, *([before] if before is not None else []), PAGE_SIZE + 1])
-    if where == "created = 1":
-        q, qargs = "SELECT COUNT(*) FROM documents WHERE created = 1", []
+    if where == "created = 1":  # the smallest index counts (a placeholder row is rare)
+        q, qargs = "SELECT COUNT(*) FROM documents", []
     else:  # bounded work: a filtered count stops at the cap ("10,000+")
         q = f"SELECT COUNT(*) FROM (SELECT 1 FROM {src} WHERE {where} LIMIT ?)"
         qargs = [*args, COUNT_CAP + 1]
@@ -149,7 +152,6 @@ class Views:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._seen: tuple[float, dict[str, str]] = (0.0, {})
 
     def _store(self) -> ViewStore:
         return ViewStore.open_readonly(self.path)
@@ -170,8 +172,11 @@ class Views:
         s = self._store()
         try:
             where, page, args = list_query(f, before)
+            # By number: the number index finds the few rows; else newest first on
+            # the covering list index.
+            index = "" if f.get("number") or f.get("unassigned") else LIST_INDEX
             try:
-                rows, total = _page(s, LIST_INDEX, where, page, args, before)
+                rows, total = _page(s, index, where, page, args, before)
             except sqlite3.OperationalError as exc:  # a views file from before the index
                 if "no such index" not in str(exc):
                     raise
@@ -249,24 +254,24 @@ class Views:
         finally:
             s.close()
 
-    def last_seen(self) -> dict[str, str]:
-        at, cached = self._seen
-        if time.monotonic() - at < 2.0:
-            return cached
+    def last_seen(self, device_ids: Collection[str]) -> dict[str, str]:
+        """When each device's last event was committed (one index seek per device)."""
         if not self.path.exists():
             return {}
         s = self._store()
         try:
-            rows = s.conn.execute(
-                "SELECT h.device_id, h.committed_at FROM history h JOIN "
-                "(SELECT device_id, MAX(position) AS p FROM history GROUP BY device_id) m "
-                "ON h.position = m.p"
-            ).fetchall()
+            out: dict[str, str] = {}
+            for d in device_ids:
+                row = s.conn.execute(
+                    "SELECT committed_at FROM history WHERE device_id = ? "
+                    "ORDER BY position DESC LIMIT 1",
+                    (d,),
+                ).fetchone()
+                if row:
+                    out[d] = str(row[0])
+            return out
         finally:
             s.close()
-        out = {str(d): str(t) for d, t in rows}
-        self._seen = (time.monotonic(), out)
-        return out
 
     def digest(self) -> dict[str, Any]:
         s = self._store()

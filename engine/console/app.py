@@ -15,7 +15,7 @@ import json
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -130,8 +130,8 @@ class Console:
     users: Users = field(init=False)
     limiter: SigninLimiter = field(init=False)
     templates: Jinja2Templates = field(init=False)
-    # device id -> when its last event was committed (the views know; projections add it)
-    last_seen: Callable[[], dict[str, str]] = lambda: {}
+    # device ids -> when each one's last event was committed (the views know; projections add it)
+    last_seen: Callable[[Collection[str]], dict[str, str]] = lambda _ids: {}
     # gap_key(...) -> why the numbers are missing (gaps marked explained; devices add it)
     gap_notes: Callable[[], dict[str, str]] = lambda: {}
 

@@ -69,7 +69,7 @@ def register(console: Console) -> None:
             panels=panels,
             errors=list(reversed(console.errors)),
             human_bytes=human_bytes,
-            last_seen=_last_seen(console),
+            last_seen=_last_seen(console, st),
         )
 
     @console.page("/devices")
@@ -81,7 +81,7 @@ def register(console: Console) -> None:
             st=st,
             engine_error=err,
             enrolled=None,
-            last_seen=_last_seen(console),
+            last_seen=_last_seen(console, st),
         )
 
     @console.action("/devices/enroll")
@@ -97,7 +97,7 @@ def register(console: Console) -> None:
             st=st,
             engine_error=err,
             enrolled={**r, "token": token, "qr": qr_data_uri(token)},
-            last_seen=_last_seen(console),
+            last_seen=_last_seen(console, st),
         )
 
     @console.action("/devices/revoke")
@@ -156,8 +156,10 @@ def register(console: Console) -> None:
         return RedirectResponse("/settings", 303)
 
 
-def _last_seen(console: Console) -> dict[str, str]:
+def _last_seen(console: Console, st: dict[str, Any] | None) -> dict[str, str]:
+    if not st:
+        return {}
     try:
-        return console.last_seen()
+        return console.last_seen(list(st.get("devices") or {}))
     except Exception:  # the views may not exist yet
         return {}

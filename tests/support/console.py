@@ -77,7 +77,8 @@ async def sign_in(page: Any, stack: ConsoleStack, who: tuple[str, str] = OPERATO
     await page.goto(stack.at("/signin"))
     await page.fill("input[name=user]", who[0])
     await page.fill("input[name=password]", who[1])
-    await page.click("button[type=submit]")
+    async with page.expect_navigation():
+        await page.click("button[type=submit]")
     await page.wait_for_url(stack.at("/"))
 
 
