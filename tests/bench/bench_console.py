@@ -83,6 +83,7 @@ def pages(views: Path) -> dict[str, str]:
         "documents": "/documents",
         "deep page": f"/documents?before={deep}",
         "search": f"/documents?q={urllib.parse.quote(word)}",
+        "search, no match": "/documents?q=no-such-customer",  # scans the whole list index
         "filters": "/documents?kind=invoice&status=issued",
         "number": f"/documents?number={number}",
         "unassigned": "/documents?unassigned=1",
