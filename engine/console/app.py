@@ -244,21 +244,20 @@ class Console:
         if not target:
             ref = urlsplit(request.headers.get("referer", ""))
             target = ref.path + (f"?{ref.query}" if ref.query else "") if ref.path else "/"
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"
-        return RedirectResponse(target, 303)
+        return RedirectResponse(_safe_next(target), 303)
 
     # --- rendering --------------------------------------------------------------------
 
     def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
-        flashes = request.session.pop("flash", [])
+        fragment = request.headers.get("x-fragment") == "1"
+        # A live refresh shows no messages: it must not eat the next page's.
+        flashes = [] if fragment else request.session.pop("flash", [])
         banners: list[tuple[str, str]] = []
         for b in self.banners:
             try:
                 banners.extend(b())
             except Exception as exc:  # a banner never takes the page down
                 log.warning("console banner failed: %s", exc)
-        fragment = request.headers.get("x-fragment") == "1"
         return self.templates.TemplateResponse(
             request,
             template,
@@ -266,6 +265,7 @@ class Console:
                 "user": request.session.get("user"),
                 "role": self.role(request),
                 "csrf": self.csrf(request) if request.session.get("user") else "",
+                "signin_csrf": self.csrf(request) if template == "signin.html" else "",
                 "nav": sorted(self.nav, key=lambda n: (n.order, n.label)),
                 "flashes": flashes,
                 "banners": banners,
@@ -304,6 +304,17 @@ def add_signin(console: Console) -> None:
             form = await request.form(max_files=0, max_fields=10)
         except Exception:
             return console.render(request, "signin.html", status=400, error="Bad form.", next="/")
+        sent = str(form.get("csrf") or "")
+        want = str(request.session.get("csrf") or "")
+        if not want or not hmac.compare_digest(sent.encode(), want.encode()):
+            # Login CSRF: a form posted from elsewhere must not sign this browser in.
+            return console.render(
+                request,
+                "signin.html",
+                status=403,
+                error="The form's security token is missing or stale: sign in again.",
+                next="/",
+            )
         name = str(form.get("user") or "").strip().lower()[:64]
         password = str(form.get("password") or "")[:1024]
         nxt = _safe_next(str(form.get("next") or "/"))

@@ -47,9 +47,18 @@ class Client:
         return r.status, time.perf_counter() - t0, body
 
     def sign_in(self) -> None:
-        body = urllib.parse.urlencode({"user": USER[0], "password": USER[1], "next": "/"})
+        self.conn.request("GET", "/signin")
+        r = self.conn.getresponse()
+        page = r.read().decode()
+        self.cookie = (r.getheader("set-cookie") or "").split(";", 1)[0]
+        m = re.search(r'name="csrf" value="([^"]+)"', page)
+        csrf = m.group(1) if m else ""
+        form = {"user": USER[0], "password": USER[1], "next": "/", "csrf": csrf}
         self.conn.request(
-            "POST", "/signin", body, {"Content-Type": "application/x-www-form-urlencoded"}
+            "POST",
+            "/signin",
+            urllib.parse.urlencode(form),
+            {"Content-Type": "application/x-www-form-urlencoded", "Cookie": self.cookie},
         )
         r = self.conn.getresponse()
         r.read()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from engine.console.users import Users
 from tests.support.harness import self_signed_cert
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 def start(data: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -69,8 +72,22 @@ def test_https_secure_cookie_and_ends_with_its_stdin(tmp_path: Path) -> None:
         r = conn.getresponse()
         r.read()
         assert r.status == 303 and r.getheader("location", "").startswith("/signin")
-        body = urllib.parse.urlencode({"user": "operator", "password": "correct horse battery"})
-        conn.request("POST", "/signin", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        form = {"user": "operator", "password": "correct horse battery"}
+        conn.request("POST", "/signin", urllib.parse.urlencode(form), FORM)
+        r = conn.getresponse()
+        assert r.status == 403 and b"security token" in r.read()  # login CSRF refused
+        conn.request("GET", "/signin")
+        r = conn.getresponse()
+        page = r.read().decode()
+        pre = (r.getheader("set-cookie") or "").split(";", 1)[0]
+        m = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert m is not None
+        conn.request(
+            "POST",
+            "/signin",
+            urllib.parse.urlencode({**form, "csrf": m.group(1)}),
+            {**FORM, "Cookie": pre},
+        )
         r = conn.getresponse()
         r.read()
         cookie = (r.getheader("set-cookie") or "").lower()
