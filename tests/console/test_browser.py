@@ -9,7 +9,9 @@ Manager wizard of seed 002. Screenshots land in test-artifacts/console/.
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from aiosmtpd.controller import Controller
 from pypdf import PdfReader
 
 from devices.agent import DeviceAgent
+from engine.console.supervise import console_process
 from engine.natsproc import NatsServer, free_port
 from tests.billing.test_seed_example import seed_rows
 from tests.support.billing import Inbox, billing_home, write_sales_csv
@@ -337,3 +340,25 @@ async def test_invoice_manager_wizard(env: Env) -> None:
     assert r.headers["content-type"] == "application/pdf"
     assert (await r.body()).startswith(b"%PDF") and "Invoice" in pdf_text(await r.body())
     assert len(inbox.messages) == 30
+
+
+async def test_console_restarted_when_it_dies(env: Env) -> None:
+    """The engine's supervisor starts a killed console again, on the same address."""
+    proc = console_process(env.stack.engine.server)
+    assert proc is not None and proc.pid is not None
+    old_pid, starts = proc.pid, proc.starts
+    os.kill(old_pid, signal.SIGKILL)  # only the console process this test's engine started
+    await wait_for(lambda: proc.starts > starts and proc.pid != old_pid, timeout=20)
+
+    async def answers() -> bool:
+        try:
+            r = await env.browser.new_context()
+            try:
+                resp = await r.request.get(env.stack.at("/ping"))
+                return bool(resp.status == 200)
+            finally:
+                await r.close()
+        except Exception:
+            return False
+
+    await wait_for(answers, timeout=30, interval=0.3)
