@@ -77,10 +77,11 @@ def pages(views: Path) -> dict[str, str]:
     try:
         doc_id, number = c.execute(
             "SELECT doc_id, number FROM documents WHERE number > 0 ORDER BY last_position LIMIT 1 "
-            "OFFSET (SELECT COUNT(*) / 2 FROM documents)"
+            "OFFSET (SELECT COUNT(*) / 2 FROM documents WHERE number > 0)"
         ).fetchone()
         deep = c.execute(
-            "SELECT last_position FROM documents ORDER BY last_position LIMIT 1 OFFSET 1000"
+            "SELECT last_position FROM documents ORDER BY last_position LIMIT 1 "
+            "OFFSET (SELECT MIN(1000, COUNT(*) / 2) FROM documents)"
         ).fetchone()[0]
         customer = c.execute(
             "SELECT customer FROM documents WHERE customer IS NOT NULL LIMIT 1"

@@ -182,7 +182,7 @@ async def test_office_day(env: Env) -> None:
         assert "held twice" in await text(page, "#numbers-banner")
         await go(page, ".banner a")
         await shot(page, "numbers")
-        await page.locator(f"a.resolve[href^='/documents/{dup.doc_id}']").click()
+        await go(page, f"a.resolve[href^='/documents/{dup.doc_id}']")
         await page.fill("#renumber input[name=number]", str(assigned))
         await go(page, "#renumber button")
         await page.wait_for_selector("#preview")

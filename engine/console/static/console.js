@@ -10,16 +10,20 @@
   });
   if (!document.body.dataset.csrf || !window.EventSource) return;
   var pending = false;
-  function refresh() {
-    if (!live || live.dataset.live !== "1" || pending) return;
+  var edited = false; // the person changed a field: their input is never replaced
+  document.addEventListener("input", function (e) { if (live && live.contains(e.target)) edited = true; });
+  function typing() {
     var a = document.activeElement;
-    if (a && live.contains(a) && /INPUT|SELECT|TEXTAREA/.test(a.tagName)) return; // never under the typist
+    return edited || (a && live.contains(a) && /INPUT|SELECT|TEXTAREA/.test(a.tagName));
+  }
+  function refresh() {
+    if (!live || live.dataset.live !== "1" || pending || typing()) return;
     pending = true;
     fetch(window.location.href, { headers: { "X-Fragment": "1" }, credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         pending = false;
-        if (html !== null) { live.innerHTML = html; document.dispatchEvent(new Event("synvoice:refreshed")); }
+        if (html !== null && !typing()) { live.innerHTML = html; document.dispatchEvent(new Event("synvoice:refreshed")); }
       })
       .catch(function () { pending = false; });
   }
