@@ -24,6 +24,7 @@ from devices.agent import DeviceAgent
 from devices.billing import pdf, service
 from devices.billing.config import load_config
 from devices.billing.home import BillingHome
+from devices.billing.invoicer import AgentBackend
 from engine import codec
 from engine.console.app import FormError, gap_key
 from engine.errors import SynvoiceError
@@ -42,7 +43,7 @@ MAX_NUMBER = 2**53
 
 def parse_number(raw: object) -> int:
     s = str(raw or "").strip()
-    if not s.isdigit() or len(s) > 15 or int(s) < 1 or int(s) > MAX_NUMBER:
+    if not (s.isascii() and s.isdigit()) or len(s) > 15 or not 1 <= int(s) <= MAX_NUMBER:
         raise FormError("The new number must be a whole number above 0.")
     return int(s)
 
@@ -71,33 +72,41 @@ def rules_from_form(form: FormData) -> ScenarioRules:
 
 
 class Agents:
-    """The console's devices, enrolled on first use."""
+    """The console's one device (user ``console``), enrolled on first use.
+
+    One enrollment for both jobs (an edition counts users and devices): a
+    billing home holds it, and its device agent, opened once, serves the
+    document actions and the Invoice Manager's runs alike."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.agent_home = console.home / "device"
-        self.billing = BillingHome(console.home / "billing")
+        self.billing = BillingHome(console.home / "device")
         self._agent: DeviceAgent | None = None
         self._lock = asyncio.Lock()
         self.billing_lock = asyncio.Lock()
         self.explained: dict[str, str] = {}  # gap_key -> reason, from the log
 
-    async def agent(self) -> DeviceAgent:
+    async def billing_home(self) -> BillingHome:
+        async with self._lock:
+            if not self.billing.exists():
+                _r, token = await self.console.admin.enroll("console", "web console")
+                await service.init_home(self.billing, token)
+        return self.billing
+
+    async def agent(self, sync: bool = True) -> DeviceAgent:
+        """The device agent (synced unless ``sync`` is False)."""
+        home = await self.billing_home()
         async with self._lock:
             if self._agent is None:
-                if not (self.agent_home / "device.sqlite").exists():
-                    _r, token = await self.console.admin.enroll("console", "web console")
-                    self._agent = await DeviceAgent.init(self.agent_home, token)
-                else:
-                    self._agent = await DeviceAgent.open(self.agent_home)
+                self._agent = await DeviceAgent.open(home.agent_home)
                 await self._agent.connect(timeout=10.0)
             agent = self._agent
-        if agent.online:
+        if sync and agent.online:
             try:
                 await agent.sync()
             except SynvoiceError as exc:
                 log.warning("console device sync: %s", exc.message)
-        await self._load_explained(agent)
+            await self._load_explained(agent)
         return agent
 
     async def _load_explained(self, agent: DeviceAgent) -> None:
@@ -108,12 +117,6 @@ class Agents:
                 p = parse_event(codec.unpack(body), stored=True).payload(GapExplained)
                 out[gap_key(p.kind, p.series, p.first, p.last)] = p.reason
         self.explained = out
-
-    async def billing_home(self) -> BillingHome:
-        if not self.billing.exists():
-            _r, token = await self.console.admin.enroll("billing", "web console invoice manager")
-            await service.init_home(self.billing, token)
-        return self.billing
 
     async def close(self) -> None:
         if self._agent is not None:
@@ -414,17 +417,24 @@ def register(console: Console) -> None:
         try:
             home = await agents.billing_home()
             cfg = load_config(home.root)
+            today = date.today()
+            agent = await agents.agent(sync=False)
             async with agents.billing_lock, service.session(home) as s:
-                run = await service.process_scenario(
-                    s,
-                    name,
-                    cfg,
-                    today=date.today(),
-                    action=default,  # type: ignore[arg-type]
-                    overrides=overrides,
-                    reporter=rep,
-                )
-            run_state["summary"] = run.result.summary() if run.result else None
+                # service.process_scenario, with the console's open agent as backend
+                lock = s.home.lock()  # two runs never plan the same sales
+                try:
+                    await s.refresh()
+                    sc = service.get_scenario(s.state, name)
+                    rows = service.fetch(s.state, sc.rules, today)
+                    backend = AgentBackend(agent)
+                    action = default or sc.default_action
+                    plan = await service.make_run_plan(s, backend, rows, action, overrides)  # type: ignore[arg-type]
+                    result = await service.run_plan(
+                        s, plan, cfg, scenario=sc.name, today=today, backend=backend, reporter=rep
+                    )
+                finally:
+                    lock.close()
+            run_state["summary"] = result.summary()
         except SynvoiceError as exc:
             run_state["error"] = exc.message
             console.errors.append((date.today().isoformat(), "/billing/process", exc.message))

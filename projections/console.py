@@ -95,7 +95,7 @@ def list_query(f: dict[str, str], before: int | None) -> tuple[str, str, list[An
         q = f["q"]
         alts = ["customer LIKE ? ESCAPE '\\'", "doc_id LIKE ? ESCAPE '\\'"]
         qargs: list[Any] = ["%" + _like(q) + "%", _like(q.lower()) + "%"]
-        if q.isdigit() and len(q) < 12:
+        if q.isascii() and q.isdigit() and len(q) < 12:
             alts.append("number = ?")
             qargs.append(int(q))
         where.append("(" + " OR ".join(alts) + ")")
@@ -122,7 +122,9 @@ def parse_filters(params: Any) -> dict[str, str]:
         raise FormError(f"Kind must be one of {', '.join(KINDS)}.")
     if f["status"] and f["status"] not in STATUSES:
         raise FormError(f"Status must be one of {', '.join(STATUSES)}.")
-    if f["number"] and (not f["number"].isdigit() or len(f["number"]) > 12):
+    if f["number"] and not (
+        f["number"].isascii() and f["number"].isdigit() and len(f["number"]) <= 12
+    ):
         raise FormError("Number must be a whole number.")
     return f
 
