@@ -189,3 +189,20 @@ _INTEGRATION_REPLIES: dict[str, type[IntegrationReply]] = {
     "add": IntegrationCredentials,
     "remove": IntegrationRemovedReply,
 }
+
+
+def plain(reply: msgspec.Struct) -> dict[str, Any]:
+    """A typed reply as the plain map it is on the wire (for --json, tables, pages)."""
+    out: dict[str, Any] = msgspec.to_builtins(reply)
+    return out
+
+
+def public_url(client: EngineClient) -> str:
+    """The broker URL the client reached, without any user:password in it (a token
+    must never carry the admin's or the engine's broker credentials)."""
+    u = client.nc.connected_url
+    assert u is not None
+    host = u.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{u.scheme}://{host}:{u.port or 4222}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from nats.aio.client import Client
@@ -23,6 +24,7 @@ from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import Record
 from engine.messages import ErrorBody, ErrorReply, HeadNotice, encode
+from engine.metrics import RequestMetrics
 
 log = logging.getLogger("synvoice.service")
 
@@ -33,6 +35,7 @@ class EngineService:
         self.nc = nc
         self.service: Service | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics = RequestMetrics()  # read by the console through the status reply
 
     async def start(self) -> None:
         from engine import __version__
@@ -56,6 +59,7 @@ class EngineService:
             )
         await self._until_subscribed()
         self.core.listeners.append(self._notify_head)
+        self.core.status_parts["metrics"] = self.metrics.snapshot
 
     async def _until_subscribed(self) -> None:
         """Ready means subscribed: return once the broker has the endpoints'
@@ -91,15 +95,19 @@ class EngineService:
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, req: Request) -> None:
+        t0 = time.perf_counter()
         try:
             reply = await self.core.handle(req.subject, req.headers, req.data)
         except SynvoiceError as err:
+            self.metrics.observe(req.subject, time.perf_counter() - t0, err.code)
             await _respond_error(req, err)
             return
         except Exception as exc:
             log.exception("request on %s failed", req.subject)
+            self.metrics.observe(req.subject, time.perf_counter() - t0, "internal")
             await _respond_error(req, SynvoiceError("internal", f"{type(exc).__name__}: {exc}"))
             return
+        self.metrics.observe(req.subject, time.perf_counter() - t0)
         if len(reply) > self.nc.max_payload:
             too_big = f"the reply ({len(reply)} bytes) exceeds the broker's limit"
             await _respond_error(req, SynvoiceError("too_large", too_big))

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.schema.common import MAX_NUMBER, Customer, Line, Model, NumberSource
+from engine.schema.common import MAX_NUMBER, Customer, Kind, Line, Model, NumberSource
 from engine.schema.registry import EventSpec, register
 
 
@@ -74,6 +74,17 @@ class DocumentCreatedV1(Model):
     converted_from: uuid.UUID | None = None
 
 
+class GapExplained(Model):
+    """Someone looked at missing numbers and wrote down why (e.g. spoiled paper
+    forms): the gap report shows it as explained. Not a document's event."""
+
+    kind: Kind
+    series: str = Field(default="", max_length=64)
+    first: int = Field(ge=1, le=MAX_NUMBER)
+    last: int = Field(ge=1, le=MAX_NUMBER)
+    reason: str = Field(min_length=1, max_length=500)
+
+
 def _created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     # Schema 1 carried only a customer name; schema 2 has a customer object.
     data = dict(data)
@@ -98,5 +109,6 @@ for _spec in (
     EventSpec("document.issued", Issued),
     EventSpec("document.voided", Voided),
     EventSpec("document.converted", Converted),
+    EventSpec("numbering.gap_explained", GapExplained, document=False),
 ):
     register(_spec)
