@@ -23,8 +23,10 @@ from aiosmtpd.controller import Controller
 from pypdf import PdfReader
 
 from devices.agent import DeviceAgent
+from devices.seller import push_seller
 from engine.console.supervise import console_process
 from engine.natsproc import NatsServer, free_port
+from engine.schema.settings import SellerSet
 from tests.billing.test_seed_example import seed_rows
 from tests.support.billing import Inbox, billing_home, write_sales_csv
 from tests.support.console import (
@@ -218,9 +220,19 @@ async def test_office_day(env: Env) -> None:
         assert await page.locator(".flash-error").count() == 0, await text(page, ".flash-error")
         assert "explained: paper forms spoiled" in await text(page, "#gaps")
         assert await page.locator("#numbers-banner").count() == 0
+        # An invoice names its seller: without a profile the PDF is refused, saying why.
         pdf = await ctx.request.get(stack.at(f"/actions/pdf/{dup.doc_id}"))
-        assert pdf.headers["content-type"] == "application/pdf"
-        assert "Twin Ltd" in pdf_text(await pdf.body())
+        assert pdf.status == 409 and "seller" in await pdf.text()
+        await push_seller(agent, SellerSet(legal_name="Console Test GmbH", country="DE"))
+
+        async def pdf_served() -> bool:
+            nonlocal pdf
+            pdf = await ctx.request.get(stack.at(f"/actions/pdf/{dup.doc_id}"))
+            return pdf.headers["content-type"] == "application/pdf"
+
+        await wait_for(pdf_served, timeout=15, interval=0.3)
+        body = pdf_text(await pdf.body())
+        assert "Twin Ltd" in body and "Console Test GmbH" in body
     finally:
         await agent.close()
 
