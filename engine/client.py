@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from engine import auth, codec, protocol
+from engine import auth, brokerauth, codec, protocol
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import Event
@@ -53,8 +53,11 @@ class EngineClient:
     async def connect(
         cls, url: str, device_id: str, secret: bytes, timeout: float = 10.0, **opts: Any
     ) -> EngineClient:
+        # The engine replies only into the caller's own inbox (engine.replyto).
         if device_id == protocol.ADMIN_DEVICE:
             opts.setdefault("inbox_prefix", protocol.ADMIN_INBOX)
+        elif (prefix := brokerauth.inbox_prefix(device_id)) is not None:
+            opts.setdefault("inbox_prefix", prefix)
         nc = await nats.connect(server_list(url), **opts)
         return cls(nc, device_id, secret, timeout)
 

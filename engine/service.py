@@ -16,7 +16,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from engine import codec, protocol
+from engine import codec, protocol, replyto
 from engine.core import EngineCore
 from engine.errors import SynvoiceError
 from engine.events import Event
@@ -66,14 +66,9 @@ class EngineService:
 
     async def _dispatch(self, req: Request) -> None:
         reply = req._msg.reply  # micro's Request does not expose it
-        if (
-            not reply.startswith(("_INBOX.", protocol.ADMIN_INBOX + "."))
-            or "*" in reply
-            or ">" in reply
-        ):
-            # Replies go to inboxes only: the engine publishes with its own broker
-            # rights, so a request naming e.g. the event stream's subject as its
-            # reply would have it write there.
+        if not replyto.reply_allowed(reply, req.headers):
+            # Replies go to the caller's own inbox only: the engine publishes with
+            # its own broker rights (see engine.replyto).
             log.warning("request on %s with reply subject %r ignored", req.subject, reply[:80])
             return
         task = asyncio.create_task(self._handle(req))

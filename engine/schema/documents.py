@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.schema.common import MAX_NUMBER, Customer, Line, Model, NumberSource
+from engine.schema.common import MAX_NUMBER, Customer, Int, Line, Model, NumberSource
 from engine.schema.registry import EventSpec, register
 
 
 class DocumentCreated(Model):
-    number: int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
+    number: Int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
     number_source: NumberSource = "device"
     customer: Customer | None = None
     lines: list[Line] = Field(default_factory=list, max_length=1000)
@@ -38,9 +38,9 @@ class DatesChanged(Model):
 
 
 class NumberAssigned(Model):
-    number: int = Field(ge=0, le=MAX_NUMBER)
+    number: Int = Field(ge=0, le=MAX_NUMBER)
     source: NumberSource
-    previous: int | None = Field(default=None, ge=0)
+    previous: Int | None = Field(default=None, ge=0)
 
 
 class Issued(Model):

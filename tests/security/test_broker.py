@@ -105,9 +105,19 @@ async def test_device_cannot_publish_or_listen_where_it_does_not_belong(
         assert leaked == []  # nothing got through to a real subscriber
         # An admin request signed with the device secret is refused by the engine too
         # (here sent over the admin's broker connection, to reach the engine at all).
+        # The reply goes to alice's inbox only (engine.replyto), so the spoof
+        # connection takes its replies there.
         body = codec.pack({"user": "mallory"})
         headers = auth.sign(alice.device_id, alice.secret, protocol.ADMIN_ENROLL, body)
-        msg = await admin.nc.request(protocol.ADMIN_ENROLL, body, headers=headers, timeout=5)
+        spoof = await raw_connect(
+            secure_engine.url,
+            inbox_prefix=f"_INBOX.{alice.device_id}",
+            **secure_engine.server.admin_nats_options(),
+        )
+        try:
+            msg = await spoof.request(protocol.ADMIN_ENROLL, body, headers=headers, timeout=5)
+        finally:
+            await spoof.close()
         assert codec.unpack(msg.data)["error"]["code"] == "forbidden"
         # The allowed subjects still work on this connection.
         client = EngineClient(nc, alice.device_id, alice.secret)
@@ -132,9 +142,14 @@ async def test_revoked_device_is_cut_off_at_once(secure_engine: EngineHarness) -
     )
     # Engine: even a signed request that reaches it (over another user's
     # connection) is refused.
-    spoof = EngineClient(admin.nc, dev.device_id, dev.secret)
-    with pytest.raises(SynvoiceError) as e:
-        await spoof.push([dev.created()])
+    spoof = await EngineClient.connect(
+        eng.url, dev.device_id, dev.secret, **eng.server.admin_nats_options()
+    )
+    try:
+        with pytest.raises(SynvoiceError) as e:
+            await spoof.push([dev.created()])
+    finally:
+        await spoof.close()
     assert e.value.code == "revoked"
     # Other devices kept their connections through the reload.
     assert other.client.nc.is_connected
