@@ -32,6 +32,7 @@ from engine.errors import SynvoiceError
 from engine.events import Event, construct_event, new_event, now, parse_event
 from engine.log import EventLog, Record, SideWrite
 from engine.numbering import extension_needed, open_epoch
+from engine.replay_guard import ReplayGuard
 from engine.schema.common import ENGINE_DEVICE, KINDS, MAX_NUMBER
 from engine.schema.registry import REGISTRY
 from engine.schema.settings import (
@@ -129,6 +130,7 @@ class EngineCore:
         self.broker_info: dict[str, Any] = {"auth": False, "tls_ca": None}
         # (day, registration, config licence, result): the edition() cache.
         self._edition: tuple[date, Any, Any, editions.Active] | None = None
+        self.replay = ReplayGuard()  # nonces of non-idempotent requests (engine.replay_guard)
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -207,6 +209,8 @@ class EngineCore:
 
     def authenticate(self, subject: str, headers: dict[str, str] | None, body: bytes) -> Caller:
         device = auth.verify(headers, subject, body, self._secret_of)
+        assert headers is not None  # verify() refuses unsigned requests
+        self.replay.check(subject, headers, device)
         if device == protocol.ADMIN_DEVICE:
             return Caller(device, protocol.ADMIN_DEVICE, admin=True)
         info = self.state.devices.get(device)
