@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from engine import codec, protocol, replyto
+from engine import auth, codec, limits, protocol, replyto
 from engine.core import EngineCore
 from engine.errors import SynvoiceError
 from engine.events import Event
@@ -43,6 +44,11 @@ class EngineService:
         self.nc = nc
         self.service: Service | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        cfg = core.config
+        self.admission = limits.Admission(
+            cfg.limit_per_device, cfg.limit_device_bytes, cfg.limit_request_bytes
+        )
+        self.pull_budget = limits.ByteBudget(cfg.limit_pull_bytes)
 
     async def start(self) -> None:
         from engine import __version__
@@ -71,11 +77,34 @@ class EngineService:
             # its own broker rights (see engine.replyto).
             log.warning("request on %s with reply subject %r ignored", req.subject, reply[:80])
             return
-        task = asyncio.create_task(self._handle(req))
+        # Admitted before any work (engine.limits): a flooding device gets
+        # 'limit' at once and cannot starve the others.
+        device = (req.headers or {}).get(auth.HDR_DEVICE, "")
+        size = len(req.data)
+        try:
+            self.admission.admit(device, size)
+        except SynvoiceError as err:
+            self._spawn(_respond_error(req, err))
+            return
+        self._spawn(self._handle(req, device, size))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, req: Request) -> None:
+    async def _handle(self, req: Request, device: str, size: int) -> None:
+        try:
+            if req.subject == protocol.PULL:
+                # A pull page is the engine's big allocation: bounded in bytes.
+                async with self.pull_budget.hold(self.core.config.pull_max_bytes):
+                    await self._answer(req)
+            else:
+                await self._answer(req)
+        finally:
+            self.admission.release(device, size)
+
+    async def _answer(self, req: Request) -> None:
         try:
             reply = await self.core.handle(req.subject, req.headers, req.data)
         except SynvoiceError as err:
