@@ -693,7 +693,10 @@ class EngineCore:
             "user": user,
             "password": brokerauth.integration_password(self.admin_secret, name, cred),
             "inbox_prefix": brokerauth.inbox_prefix(user),
-            "stream": protocol.STREAM,
+            # With generated broker users, a mirror in the integration's account.
+            "stream": protocol.INTEGRATION_STREAM
+            if self.broker_info.get("auth")
+            else protocol.STREAM,
             "subjects": protocol.LOG_SUBJECTS,
             "broker_auth": bool(self.broker_info.get("auth")),
             "tls_ca": self.broker_info.get("tls_ca"),

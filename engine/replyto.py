@@ -39,12 +39,13 @@ def reply_allowed(reply: str | None, headers: Mapping[str, str] | None) -> bool:
     return prefix is not None and reply.startswith(prefix) and len(reply) > len(prefix)
 
 
-def inbox_reply_allowed(reply: str | None) -> bool:
+def inbox_reply_allowed(reply: str | None, imported: bool = False) -> bool:
     """A reply subject for a request that carries no identity (the billing
     intake's sales): some inbox, never e.g. the event stream's subjects, since
-    the reply is published with the engine's rights."""
+    the reply is published with the engine's rights. ``imported``: also the
+    ``_R_.`` subjects nats-server gives requests that arrive through an account's
+    service import (an integration's), which lead back into that account only."""
     if not reply or "*" in reply or ">" in reply or " " in reply:
         return False
-    return any(
-        reply.startswith(p) and len(reply) > len(p) for p in ("_INBOX.", protocol.ADMIN_INBOX + ".")
-    )
+    prefixes = ("_INBOX.", protocol.ADMIN_INBOX + ".") + (("_R_.",) if imported else ())
+    return any(reply.startswith(p) and len(reply) > len(p) for p in prefixes)

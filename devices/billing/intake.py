@@ -152,7 +152,7 @@ class SalesIntake:
         }
 
     async def _on_msg(self, msg: Msg) -> None:
-        if msg.reply and not replyto.inbox_reply_allowed(msg.reply):
+        if msg.reply and not replyto.inbox_reply_allowed(msg.reply, imported=True):
             # The reply is published with the engine's rights: a reply subject
             # such as the event stream's would have the intake write there.
             log.warning("billing intake: message with reply subject %r ignored", msg.reply[:80])

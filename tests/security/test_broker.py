@@ -193,6 +193,14 @@ async def test_integration_reads_the_stream_but_cannot_write(
     )
     try:
         js = nc.jetstream()
+        # The integration reads its mirror of the stream, kept in its own account.
+        assert creds["stream"] == protocol.INTEGRATION_STREAM
+        total = (await admin.nc.jetstream().stream_info(protocol.STREAM)).state.messages
+
+        async def mirrored() -> bool:
+            return bool((await js.stream_info(creds["stream"])).state.messages == total)
+
+        await wait_for(mirrored, timeout=15)
         # Read: a durable pull consumer, with acks.
         sub = await js.pull_subscribe(creds["subjects"], durable="ledger", stream=creds["stream"])
         msgs = await sub.fetch(50, timeout=5)
@@ -208,8 +216,9 @@ async def test_integration_reads_the_stream_but_cannot_write(
             seen.append(int((m.headers or {})[protocol.HDR_POSITION]))
         assert seen == sorted(seen)
         await osub.unsubscribe()
-        info = await js.stream_info(protocol.STREAM)
-        before = info.state.messages
+        # The engine's own stream, seen from the admin's account.
+        ejs = admin.nc.jetstream()
+        before = (await ejs.stream_info(protocol.STREAM)).state.messages
 
         # Write: refused by the broker.
         await _violations(
@@ -227,7 +236,7 @@ async def test_integration_reads_the_stream_but_cannot_write(
                 ("sub", "_INBOX.>"),
             ],
         )
-        assert (await js.stream_info(protocol.STREAM)).state.messages == before
+        assert (await ejs.stream_info(protocol.STREAM)).state.messages == before
     finally:
         await nc.close()
 
