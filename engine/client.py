@@ -42,6 +42,15 @@ def _raise_refusal(reply: Any) -> None:
         raise SynvoiceError(str(e.get("code")), str(e.get("message")), e.get("details"))
 
 
+def inbox_option(device_id: str) -> dict[str, str]:
+    """``nats.connect`` option for a connection that makes requests as ``device_id``:
+    the engine replies only into the caller's own inbox (``engine.replyto``)."""
+    if device_id == protocol.ADMIN_DEVICE:
+        return {"inbox_prefix": protocol.ADMIN_INBOX}
+    prefix = brokerauth.inbox_prefix(device_id)
+    return {"inbox_prefix": prefix} if prefix is not None else {}
+
+
 class EngineClient:
     def __init__(self, nc: Client, device_id: str, secret: bytes, timeout: float = 10.0) -> None:
         self.nc = nc
@@ -53,12 +62,7 @@ class EngineClient:
     async def connect(
         cls, url: str, device_id: str, secret: bytes, timeout: float = 10.0, **opts: Any
     ) -> EngineClient:
-        # The engine replies only into the caller's own inbox (engine.replyto).
-        if device_id == protocol.ADMIN_DEVICE:
-            opts.setdefault("inbox_prefix", protocol.ADMIN_INBOX)
-        elif (prefix := brokerauth.inbox_prefix(device_id)) is not None:
-            opts.setdefault("inbox_prefix", prefix)
-        nc = await nats.connect(server_list(url), **opts)
+        nc = await nats.connect(server_list(url), **{**inbox_option(device_id), **opts})
         return cls(nc, device_id, secret, timeout)
 
     @classmethod

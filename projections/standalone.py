@@ -26,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from engine import protocol
 from engine.brokerauth import INTEGRATION_PREFIX
-from engine.client import EngineClient
+from engine.client import EngineClient, inbox_option
 from engine.errors import SynvoiceError
 from engine.server import connect_nats
 from projections.follow import GAPS_EVERY, Follower, Row, engine_filler, pull_rows
@@ -80,7 +80,8 @@ class StandaloneProjection:
             log.debug("broker: %s", exc)
 
         name = f"synvoice-projection-{self.durable}"
-        nc = await connect_nats(self.nats_url, name, error_cb=quiet, **self.nats_options)
+        opts = {**inbox_option(self.device_id), **self.nats_options}
+        nc = await connect_nats(self.nats_url, name, error_cb=quiet, **opts)
         snc = nc
         if self.stream_options is not None:
             snc = await connect_nats(
