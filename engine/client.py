@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from engine import auth, codec, protocol
+from engine import auth, brokerauth, codec, protocol
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import Event
@@ -66,6 +66,15 @@ def _raise_refusal(reply: Any) -> None:
         raise SynvoiceError(str(e.get("code")), str(e.get("message")), e.get("details"))
 
 
+def inbox_option(device_id: str) -> dict[str, str]:
+    """``nats.connect`` option for a connection that makes requests as ``device_id``:
+    the engine replies only into the caller's own inbox (``engine.replyto``)."""
+    if device_id == protocol.ADMIN_DEVICE:
+        return {"inbox_prefix": protocol.ADMIN_INBOX}
+    prefix = brokerauth.inbox_prefix(device_id)
+    return {"inbox_prefix": prefix} if prefix is not None else {}
+
+
 class EngineClient:
     def __init__(self, nc: Client, device_id: str, secret: bytes, timeout: float = 10.0) -> None:
         self.nc = nc
@@ -77,9 +86,7 @@ class EngineClient:
     async def connect(
         cls, url: str, device_id: str, secret: bytes, timeout: float = 10.0, **opts: Any
     ) -> EngineClient:
-        if device_id == protocol.ADMIN_DEVICE:
-            opts.setdefault("inbox_prefix", protocol.ADMIN_INBOX)
-        nc = await nats.connect(server_list(url), **opts)
+        nc = await nats.connect(server_list(url), **{**inbox_option(device_id), **opts})
         return cls(nc, device_id, secret, timeout)
 
     @classmethod

@@ -19,7 +19,8 @@ ERROR_CODES: dict[str, int] = {
     "forbidden": 403,  # event claims another device/user, or type not allowed
     "mode": 409,  # operation not allowed in the current user mode
     "conflict": 409,  # e.g. user mode change after documents exist without --force
-    "limit": 402,  # edition limit reached (devices, users, data size)
+    "limit": 402,  # edition limit reached (devices, users, data size); a device's rate
+    "replayed": 409,  # a copy of a signed request already received (engine.replay_guard)
     "bad_key": 422,  # registration key forged, altered, damaged or expired
     "not_found": 404,
     "unavailable": 503,  # engine not reachable / shutting down

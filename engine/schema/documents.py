@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.schema.common import MAX_NUMBER, Customer, Kind, Line, Model, NumberSource
+from engine.schema.common import MAX_NUMBER, Customer, Int, Kind, Line, Model, NumberSource
 from engine.schema.registry import EventSpec, register
 
 
 class DocumentCreated(Model):
-    number: int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
+    number: Int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
     number_source: NumberSource = "device"
     customer: Customer | None = None
     lines: list[Line] = Field(default_factory=list, max_length=1000)
@@ -40,9 +40,9 @@ class DatesChanged(Model):
 
 
 class NumberAssigned(Model):
-    number: int = Field(ge=0, le=MAX_NUMBER)
+    number: Int = Field(ge=0, le=MAX_NUMBER)
     source: NumberSource
-    previous: int | None = Field(default=None, ge=0)
+    previous: Int | None = Field(default=None, ge=0)
 
 
 class Issued(Model):
@@ -63,7 +63,7 @@ class Converted(Model):
 class DocumentCreatedV1(Model):
     """``document.created`` schema 1: the customer was a name only."""
 
-    number: int = Field(default=0, ge=0, le=MAX_NUMBER)
+    number: Int = Field(default=0, ge=0, le=MAX_NUMBER)
     number_source: NumberSource = "device"
     customer_name: str | None = Field(default=None, min_length=1, max_length=200)
     lines: list[Line] = Field(default_factory=list, max_length=1000)
@@ -80,8 +80,8 @@ class GapExplained(Model):
 
     kind: Kind
     series: str = Field(default="", max_length=64)
-    first: int = Field(ge=1, le=MAX_NUMBER)
-    last: int = Field(ge=1, le=MAX_NUMBER)
+    first: Int = Field(ge=1, le=MAX_NUMBER)
+    last: Int = Field(ge=1, le=MAX_NUMBER)
     reason: str = Field(min_length=1, max_length=500)
 
 
