@@ -21,11 +21,15 @@ engine (and its broker) off the same store.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
+
+log = logging.getLogger("synvoice.engine")
 
 PR_SET_PDEATHSIG = 1
 
@@ -65,3 +69,29 @@ def preexec_bound_to_parent() -> Callable[[], None] | None:
         bind_to_parent(parent)
 
     return preexec
+
+
+async def end_child(
+    proc: asyncio.subprocess.Process | None,
+    task: asyncio.Task[None] | None,
+    timeout: float,
+    what: str,
+) -> None:
+    """Stop a worker the engine supervises: close its stdin (its cue to finish
+    and exit), wait up to ``timeout``, else kill it; then end its supervising
+    ``task``. Shared by the live-views worker and the web console."""
+    if proc is not None and proc.returncode is None:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0f s; killed", what, timeout)
+            proc.kill()
+            await proc.wait()
+    if task is not None:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):
+            pass

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from engine.core import EngineCore
 from engine.events import Event
+from engine.lifeline import end_child
 from engine.log import Record
 from engine.messages import ViewsStatus
 from engine.server import EngineServer
@@ -225,20 +226,7 @@ class LiveProjection:
     async def stop(self) -> None:
         """Let the worker apply what was committed, then end it."""
         self._stopping = True
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                log.warning("live projection worker did not finish; killed (resumes at start)")
-                proc.kill()
-                await proc.wait()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await end_child(
+            self._proc, self._task, STOP_TIMEOUT, "live projection worker (resumes at start)"
+        )
+        self._task = None

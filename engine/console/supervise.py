@@ -15,6 +15,7 @@ import weakref
 from typing import TYPE_CHECKING
 
 from engine.console.config import ConsoleConfig
+from engine.lifeline import end_child
 
 if TYPE_CHECKING:
     from engine.server import EngineServer
@@ -121,20 +122,5 @@ class ConsoleProcess:
 
     async def stop(self) -> None:
         self._stopping = True
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-            except TimeoutError:
-                log.warning("web console did not stop; killed")
-                proc.kill()
-                await proc.wait()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-            self._task = None
+        await end_child(self._proc, self._task, STOP_TIMEOUT, "web console")
+        self._task = None
