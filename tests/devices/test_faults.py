@@ -69,7 +69,8 @@ async def test_engine_kill9_and_broker_restart_mid_sync(
 
         def converged() -> bool:
             return all(
-                not d._outbox and {v.doc_id for v in d.documents()} == expected for d in everyone
+                not d.state.outbox and {v.doc_id for v in d.documents()} == expected
+                for d in everyone
             )
 
         await wait_for(converged, timeout=90, interval=0.2)

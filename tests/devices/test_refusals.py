@@ -19,8 +19,8 @@ async def test_an_event_the_engine_refuses_is_set_aside_not_retried_forever(
     await dev.disconnect()
     good = [await dev.create("invoice", f"C{i}") for i in range(5)]
     # A forged engine-only event slips into the outbox (a bug, a newer schema …).
-    async with dev._command():
-        dev._emit(
+    async with dev.commands.command():
+        dev.commands.emit(
             "settings.user_mode_set", UserModeSet(mode="single"), str(uuid.uuid4()), "invoice"
         )
     more = await dev.create("invoice", "after")
