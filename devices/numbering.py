@@ -18,40 +18,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.document import DocumentView
 from engine.events import Event
-from engine.numbering import (
-    Epoch,
-    close_epochs,
-    distributed_next,
-    epoch_owner,
-    fold_epoch_event,
-)
-from engine.schema.common import KINDS
+from engine.numbering import Epoch, distributed_next, epoch_owner
+from engine.schema.common import KINDS, UserMode
+from engine.settings_fold import SETTINGS_TYPES, NumberingSettings
 
 # The event types ``observe_wire`` folds; every other type leaves the numbering as it
 # is, so a catch-up hands over only these.
-OBSERVED_TYPES = frozenset(
-    {
-        "document.created",
-        "document.number_assigned",
-        "settings.user_mode_set",
-        "settings.user_enrolled",
-        "numbering.epoch_opened",
-        "numbering.epoch_extended",
-    }
-)
+OBSERVED_TYPES = frozenset({"document.created", "document.number_assigned"}) | SETTINGS_TYPES
 
 
 @dataclass
 class DeviceNumbering:
-    mode: str = "centralized"  # the engine's default until a settings event says otherwise
-    mode_set: bool = False
-    users: dict[str, int] = field(default_factory=dict)  # user -> slot
-    epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    # The user mode, users' slots and epochs: the engine's own fold.
+    settings: NumberingSettings = field(default_factory=NumberingSettings)
     numbers: dict[str, set[int]] = field(default_factory=lambda: {k: set() for k in KINDS})
     highest: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     # (kind, user) -> highest known number in that user's progressions (a cache)
@@ -68,16 +52,26 @@ class DeviceNumbering:
         if t == "document.created" or t == "document.number_assigned":
             if kind:
                 self.use(kind, int(data.get("number") or 0))
-        elif t == "settings.user_mode_set":
-            mode = str(data["mode"])
-            if self.mode == "distributed" and mode != "distributed":
-                close_epochs(self.epochs, self.highest)  # no new numbers in them
-            self.mode = mode
-            self.mode_set = True
-        elif t == "settings.user_enrolled":
-            self.users[str(data["user"])] = int(data["slot"])
-        elif (k := fold_epoch_event(self.epochs, t, data)) is not None:
-            self._forget(k)
+        else:
+            for k in self.settings.apply(t, data, self.highest) or ():
+                self._forget(k)
+
+    @property
+    def mode(self) -> UserMode:
+        return self.settings.mode
+
+    @property
+    def mode_set(self) -> bool:
+        return self.settings.mode_set
+
+    @property
+    def users(self) -> dict[str, int]:
+        """user -> slot"""
+        return self.settings.users
+
+    @property
+    def epochs(self) -> dict[str, list[Epoch]]:
+        return self.settings.epochs
 
     def use(self, kind: str, number: int) -> None:
         """Record that ``number`` is used in the ``kind`` series."""
@@ -130,12 +124,7 @@ class DeviceNumbering:
 
     def copy(self) -> DeviceNumbering:
         return DeviceNumbering(
-            mode=self.mode,
-            mode_set=self.mode_set,
-            users=dict(self.users),
-            epochs={
-                k: [replace(e, slots=dict(e.slots)) for e in eps] for k, eps in self.epochs.items()
-            },
+            settings=self.settings.copy(),
             numbers={k: set(v) for k, v in self.numbers.items()},
             highest=dict(self.highest),
             _mine=dict(self._mine),
@@ -143,25 +132,13 @@ class DeviceNumbering:
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
-            "mode_set": self.mode_set,
-            "users": self.users,
-            "epochs": {
-                k: [[e.epoch, e.start, e.increment, e.slots, e.end, e.cap] for e in eps]
-                for k, eps in self.epochs.items()
-            },
+            **self.settings.to_snapshot(),
             "numbers": {k: sorted(v) for k, v in self.numbers.items()},
         }
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> DeviceNumbering:
-        dn = cls(mode=str(snap["mode"]), mode_set=bool(snap["mode_set"]), users=dict(snap["users"]))
-        for k, eps in snap["epochs"].items():
-            # Snapshots before epochs had a cap hold five items.
-            dn.epochs[k] = [
-                Epoch(e, s, i, dict(sl), end, cap[0] if cap else None)
-                for e, s, i, sl, end, *cap in eps
-            ]
+        dn = cls(settings=NumberingSettings.from_snapshot(snap))
         for k, nums in snap["numbers"].items():
             dn.numbers[k] = set(nums)
             dn.highest[k] = max(nums, default=0)

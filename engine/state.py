@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.events import Event
-from engine.numbering import CentralCounter, Epoch, close_epochs, fold_epoch_event
+from engine.numbering import CentralCounter, Epoch
 from engine.schema.common import KINDS, UserMode
 from engine.schema.settings import (
     DeviceEnrolled,
@@ -18,9 +18,8 @@ from engine.schema.settings import (
     IntegrationAdded,
     IntegrationRemoved,
     Registered,
-    UserEnrolled,
-    UserModeSet,
 )
+from engine.settings_fold import SETTINGS_TYPES, NumberingSettings
 
 
 @dataclass
@@ -32,9 +31,8 @@ class DeviceInfo:
 
 @dataclass
 class EngineState:
-    mode: UserMode = "centralized"
-    mode_set: bool = False
-    users: dict[str, int] = field(default_factory=dict)  # user -> slot
+    # The user mode, users' slots and epochs: the fold devices and projections share.
+    numbering: NumberingSettings = field(default_factory=NumberingSettings)
     devices: dict[str, DeviceInfo] = field(default_factory=dict)
     documents: int = 0
     events: int = 0
@@ -42,7 +40,6 @@ class EngineState:
     counters: dict[str, CentralCounter] = field(
         default_factory=lambda: {k: CentralCounter() for k in KINDS}
     )
-    epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
     # The last accepted registration (a settings.registered payload, JSON form).
     registration: dict[str, Any] | None = None
     integrations: dict[str, str] = field(default_factory=dict)  # name -> credential id
@@ -64,16 +61,9 @@ class EngineState:
             a = event.data
             if a.get("number") and event.kind:
                 self._observe(event.kind, a["number"], a["source"])
-        elif t == "settings.user_mode_set":
-            mode = event.payload(UserModeSet).mode
-            if self.mode == "distributed" and mode != "distributed":
-                # A later switch back opens new epochs (see EngineCore._epochs_stale).
-                close_epochs(self.epochs, {k: c.highest for k, c in self.counters.items()})
-            self.mode = mode
-            self.mode_set = True
-        elif t == "settings.user_enrolled":
-            u: UserEnrolled = event.payload(UserEnrolled)
-            self.users[u.user] = u.slot
+        elif t in SETTINGS_TYPES:
+            # A switch back to distributed opens new epochs (see core.numbers.epochs_stale).
+            self.numbering.apply(t, event.data, {k: c.highest for k, c in self.counters.items()})
         elif t == "settings.device_enrolled":
             d: DeviceEnrolled = event.payload(DeviceEnrolled)
             self.devices[d.device_id] = DeviceInfo(user=d.user, name=d.name)
@@ -88,8 +78,23 @@ class EngineState:
             self.integrations[ia.name] = ia.credential_id
         elif t == "settings.integration_removed":
             self.integrations.pop(event.payload(IntegrationRemoved).name, None)
-        elif t in ("numbering.epoch_opened", "numbering.epoch_extended"):
-            fold_epoch_event(self.epochs, t, event.data)
+
+    @property
+    def mode(self) -> UserMode:
+        return self.numbering.mode
+
+    @property
+    def mode_set(self) -> bool:
+        return self.numbering.mode_set
+
+    @property
+    def users(self) -> dict[str, int]:
+        """user -> slot"""
+        return self.numbering.users
+
+    @property
+    def epochs(self) -> dict[str, list[Epoch]]:
+        return self.numbering.epochs
 
     def active_device_users(self) -> list[str]:
         """The user of every device that is not revoked (what editions count)."""
@@ -103,9 +108,7 @@ class EngineState:
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
-            "mode_set": self.mode_set,
-            "users": self.users,
+            **self.numbering.to_snapshot(),
             "devices": {
                 d: {"user": i.user, "name": i.name, "revoked": i.revoked}
                 for d, i in self.devices.items()
@@ -114,10 +117,6 @@ class EngineState:
             "events": self.events,
             "data_bytes": self.data_bytes,
             "counters": {k: [c.last, sorted(c.taken), c.highest] for k, c in self.counters.items()},
-            "epochs": {
-                k: [[e.epoch, e.start, e.increment, e.slots, e.end, e.cap] for e in eps]
-                for k, eps in self.epochs.items()
-            },
             "registration": self.registration,
             "integrations": self.integrations,
             "extra": self.extra,
@@ -126,9 +125,7 @@ class EngineState:
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> EngineState:
         st = cls(
-            mode=snap["mode"],
-            mode_set=snap["mode_set"],
-            users=dict(snap["users"]),
+            numbering=NumberingSettings.from_snapshot(snap),
             devices={d: DeviceInfo(**i) for d, i in snap["devices"].items()},
             documents=snap["documents"],
             events=snap["events"],
@@ -139,17 +136,4 @@ class EngineState:
         )
         for k, (last, taken, highest) in snap["counters"].items():
             st.counters[k] = CentralCounter(last=last, taken=set(taken), highest=highest)
-        for k, eps in snap["epochs"].items():
-            # Snapshots before epochs had a cap hold five items.
-            st.epochs[k] = [
-                Epoch(
-                    epoch=e,
-                    start=s,
-                    increment=i,
-                    slots=dict(sl),
-                    end=end,
-                    cap=cap[0] if cap else None,
-                )
-                for e, s, i, sl, end, *cap in eps
-            ]
         return st

@@ -73,7 +73,7 @@ class Log:
         self.bodies.append(codec.pack(wire))
 
     def mode(self, mode: str) -> None:
-        self.add("settings.user_mode_set", UserModeSet(mode=mode))  # type: ignore[arg-type]
+        self.add("settings.user_mode_set", UserModeSet(mode=mode))
 
     async def fetch(self, after: int) -> PulledPage:
         events = [msgspec.Raw(b) for b in self.bodies[after : after + 3]]  # small pages

@@ -1,0 +1,95 @@
+"""The numbering settings, folded from the engine's settings events. Pure: no I/O.
+
+One fold for everyone who numbers or reports numbers: the engine's state, the
+device's numbering and the projections each hold a ``NumberingSettings`` and
+hand it every event in log order, so all three agree on the user mode, the
+users' slots and the distributed epochs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, cast
+
+from engine.numbering import Epoch, close_epochs, fold_epoch_event
+from engine.schema.common import KINDS, UserMode
+
+# The event types ``apply`` folds; every other type leaves the settings as they are.
+SETTINGS_TYPES = frozenset(
+    {
+        "settings.user_mode_set",
+        "settings.user_enrolled",
+        "numbering.epoch_opened",
+        "numbering.epoch_extended",
+    }
+)
+
+
+def epoch_row(ep: Epoch) -> list[Any]:
+    """An epoch as snapshots store it."""
+    return [ep.epoch, ep.start, ep.increment, ep.slots, ep.end, ep.cap]
+
+
+def epoch_from_row(row: Sequence[Any]) -> Epoch:
+    # Snapshots made before epochs had a cap hold five items.
+    e, s, i, sl, end, *cap = row
+    c = cap[0] if cap else None
+    return Epoch(int(e), int(s), int(i), dict(sl), int(end), None if c is None else int(c))
+
+
+@dataclass
+class NumberingSettings:
+    mode: UserMode = "centralized"  # the engine's default until a settings event says otherwise
+    mode_set: bool = False
+    users: dict[str, int] = field(default_factory=dict)  # user -> slot
+    epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+
+    def apply(
+        self, t: str, data: Mapping[str, Any], highest: Mapping[str, int]
+    ) -> tuple[str, ...] | None:
+        """Fold one event's wire fields. ``highest`` is the highest number in use
+        per kind (where a switch away from distributed caps the open epochs).
+
+        Returns None for an event that is not a numbering setting, else the kinds
+        whose epochs changed (empty when only the mode or the users did)."""
+        if t == "settings.user_mode_set":
+            mode = cast(UserMode, data["mode"])  # valid event data
+            changed: tuple[str, ...] = ()
+            if self.mode == "distributed" and mode != "distributed":
+                # No new numbers in the open epochs; a switch back opens new ones.
+                close_epochs(self.epochs, highest)
+                changed = tuple(self.epochs)
+            self.mode = mode
+            self.mode_set = True
+            return changed
+        if t == "settings.user_enrolled":
+            self.users[str(data["user"])] = int(data["slot"])
+            return ()
+        kind = fold_epoch_event(self.epochs, t, data)
+        return None if kind is None else (kind,)
+
+    def copy(self) -> NumberingSettings:
+        return NumberingSettings(
+            mode=self.mode,
+            mode_set=self.mode_set,
+            users=dict(self.users),
+            epochs={
+                k: [replace(e, slots=dict(e.slots)) for e in eps] for k, eps in self.epochs.items()
+            },
+        )
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "mode_set": self.mode_set,
+            "users": dict(self.users),
+            "epochs": {k: [epoch_row(e) for e in eps] for k, eps in self.epochs.items()},
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: Mapping[str, Any]) -> NumberingSettings:
+        ns = cls(mode=snap["mode"], mode_set=bool(snap["mode_set"]), users=dict(snap["users"]))
+        for k, eps in snap["epochs"].items():
+            ns.epochs[k] = [epoch_from_row(e) for e in eps]
+        return ns
