@@ -37,7 +37,7 @@ from engine.document import Conflict, DocumentView
 from engine.enrollment import Enrollment, parse_token
 from engine.errors import SynvoiceError
 from engine.events import Event, now
-from engine.schema.common import Customer, Line
+from engine.schema.common import KINDS, Customer, Line
 
 __all__ = ["DeviceAgent", "SyncResult"]
 
@@ -291,6 +291,10 @@ class DeviceAgent:
         """Events not yet acknowledged by the engine."""
         return self.state.pending_count()
 
+    def series(self, kind: str) -> dict[str, Any]:
+        """This user's series of ``kind``: slot, step and the next numbers."""
+        return self.numbering.series(kind, self.user)
+
     def status(self) -> dict[str, Any]:
         st = self.state
         docs = self.documents()
@@ -314,6 +318,7 @@ class DeviceAgent:
             "conflicts": len(st.conflicts),
             "rejected": st.rejected,
             "last_error": self._conn.last_error,
+            "series": {k: self.series(k) for k in KINDS},
         }
 
     # --- commands (recorded locally; the sync path sends them) ----------------------------

@@ -117,6 +117,33 @@ class DeviceNumbering:
             return distributed_next(self.epochs[kind], user, [self.mine(kind, user)])
         return None
 
+    def series(self, kind: str, user: str, count: int = 3) -> dict[str, Any]:
+        """The user's series of ``kind``: slot, step and the next ``count`` numbers the
+        device would give (distributed: 0 where the known epochs end; centralized:
+        empty, the server numbers)."""
+        slot = self.users.get(user)
+        out: dict[str, Any] = {"kind": kind, "mode": self.mode, "slot": slot, "step": 1}
+        if self.mode == "single":
+            out["next"] = [self.highest[kind] + i for i in range(1, count + 1)]
+            return out
+        if self.mode != "distributed":
+            out["next"] = []
+            return out
+        eps = self.epochs[kind]
+        last = self.mine(kind, user)
+        nxt: list[int] = []
+        while len(nxt) < count:
+            n = distributed_next(eps, user, [last])
+            nxt.append(n)
+            if n == 0:
+                break
+            last = n
+        step = next((e.increment for e in eps if nxt and nxt[0] and e.owner(nxt[0]) == user), None)
+        open_eps = [e for e in eps if e.cap is None]
+        out["step"] = step or (open_eps[-1].increment if open_eps else self.settings.team or 1)
+        out["next"] = nxt
+        return out
+
     def slot_of(self, user: str) -> int | None:
         return self.users.get(user)
 

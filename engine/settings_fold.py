@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
-from engine.numbering import Epoch, close_epochs, fold_epoch_event
+from engine.numbering import Epoch, close_epochs, fold_epoch_event, join_open_epoch
+from engine.patterns import NumberPattern
 from engine.schema.common import KINDS, UserMode
 
 # The event types ``apply`` folds; every other type leaves the settings as they are.
@@ -20,6 +21,8 @@ SETTINGS_TYPES = frozenset(
     {
         "settings.user_mode_set",
         "settings.user_enrolled",
+        "settings.team_size_set",
+        "settings.number_pattern_set",
         "numbering.epoch_opened",
         "numbering.epoch_extended",
     }
@@ -44,6 +47,9 @@ class NumberingSettings:
     mode_set: bool = False
     users: dict[str, int] = field(default_factory=dict)  # user -> slot
     epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    team: int = 0  # the stated team size (0: not stated; the increment is the users)
+    # kind -> the patterns set, in log order (each numbers from its ``since``)
+    patterns: dict[str, list[NumberPattern]] = field(default_factory=dict)
 
     def apply(
         self, t: str, data: Mapping[str, Any], highest: Mapping[str, int]
@@ -64,7 +70,22 @@ class NumberingSettings:
             self.mode_set = True
             return changed
         if t == "settings.user_enrolled":
-            self.users[str(data["user"])] = int(data["slot"])
+            user, slot = str(data["user"]), int(data["slot"])
+            self.users[user] = slot
+            # A free slot of the open epoch: the user numbers in it at once.
+            return tuple(k for k, eps in self.epochs.items() if join_open_epoch(eps, user, slot))
+        if t == "settings.team_size_set":
+            self.team = int(data["size"])  # the next epoch opened uses it
+            return ()
+        if t == "settings.number_pattern_set":
+            since = data["since"]
+            p = NumberPattern(
+                text=str(data["pattern"]),
+                reset=str(data.get("reset", "never")),
+                tz=str(data.get("tz", "UTC")),
+                since=since if isinstance(since, str) else since.isoformat(),
+            )
+            self.patterns.setdefault(str(data["kind"]), []).append(p)
             return ()
         kind = fold_epoch_event(self.epochs, t, data)
         return None if kind is None else (kind,)
@@ -77,7 +98,14 @@ class NumberingSettings:
             epochs={
                 k: [replace(e, slots=dict(e.slots)) for e in eps] for k, eps in self.epochs.items()
             },
+            team=self.team,
+            patterns={k: list(v) for k, v in self.patterns.items()},
         )
+
+    def pattern(self, kind: str) -> NumberPattern | None:
+        """The pattern numbering ``kind`` now (the last one set)."""
+        ps = self.patterns.get(kind)
+        return ps[-1] if ps else None
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
@@ -85,11 +113,23 @@ class NumberingSettings:
             "mode_set": self.mode_set,
             "users": dict(self.users),
             "epochs": {k: [epoch_row(e) for e in eps] for k, eps in self.epochs.items()},
+            "team": self.team,
+            "patterns": {
+                k: [[p.text, p.reset, p.tz, p.since] for p in ps] for k, ps in self.patterns.items()
+            },
         }
 
     @classmethod
     def from_snapshot(cls, snap: Mapping[str, Any]) -> NumberingSettings:
-        ns = cls(mode=snap["mode"], mode_set=bool(snap["mode_set"]), users=dict(snap["users"]))
+        ns = cls(
+            mode=snap["mode"],
+            mode_set=bool(snap["mode_set"]),
+            users=dict(snap["users"]),
+            team=int(snap.get("team", 0)),  # older snapshots: not stated
+            patterns={
+                k: [NumberPattern(*row) for row in ps] for k, ps in snap.get("patterns", {}).items()
+            },
+        )
         for k, eps in snap["epochs"].items():
             ns.epochs[k] = [epoch_from_row(e) for e in eps]
         return ns
