@@ -336,9 +336,11 @@ class DeviceAgent:
         number: int | None = None,
         converted_from: str | uuid.UUID | None = None,
         doc_id: str | uuid.UUID | None = None,
+        force: bool = False,
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
-        set by hand). Works offline (centralized mode then gives number 0).
+        set by hand; one already used in its series is refused unless ``force``).
+        Works offline (centralized mode then gives number 0).
 
         ``doc_id`` (optional) lets a caller choose the document id, e.g. derived from
         its own key so that a re-run cannot create the same document twice (a
@@ -354,6 +356,7 @@ class DeviceAgent:
             number=number,
             converted_from=converted_from,
             doc_id=doc_id,
+            force=force,
         )
 
     async def edit_customer(
@@ -374,9 +377,18 @@ class DeviceAgent:
     ) -> DocumentView:
         return await self.commands.edit_dates(doc_id, issue_date, due_date)
 
-    async def set_number(self, doc_id: str | uuid.UUID, number: int) -> DocumentView:
-        """Set a number by hand (any mode, any time): e.g. to fix a duplicate."""
-        return await self.commands.set_number(doc_id, number)
+    async def set_number(
+        self, doc_id: str | uuid.UUID, number: int, force: bool = False
+    ) -> DocumentView:
+        """Set a number by hand (any mode, any time): e.g. to fix a duplicate. One
+        already used in the series is refused unless ``force``."""
+        return await self.commands.set_number(doc_id, number, force)
+
+    def display_number(self, v: DocumentView) -> str:
+        """The document's display number (its series' pattern, e.g. INV-2026-0042)."""
+        return self.numbering.settings.display(
+            v.kind, v.number, v.numbered_at or v.created_at, v.user
+        )
 
     async def issue(self, doc_id: str | uuid.UUID) -> DocumentView:
         return await self.commands.issue(doc_id)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, cast
 
 from engine.numbering import Epoch, close_epochs, fold_epoch_event, join_open_epoch
-from engine.patterns import NumberPattern
+from engine.patterns import NumberPattern, in_force
 from engine.schema.common import KINDS, UserMode
 
 # The event types ``apply`` folds; every other type leaves the settings as they are.
@@ -107,6 +108,30 @@ class NumberingSettings:
         ps = self.patterns.get(kind)
         return ps[-1] if ps else None
 
+    def pattern_at(self, kind: str, when: datetime | str | None) -> NumberPattern | None:
+        """The pattern in force for ``kind`` at ``when`` (None: bare numbers)."""
+        ps = self.patterns.get(kind)
+        if not ps:
+            return None
+        return in_force(ps, _when(when))
+
+    def period(self, kind: str, when: datetime | str | None) -> str:
+        """The period a number of ``kind`` assigned at ``when`` counts in ("" : one
+        series for all time). Duplicates and gaps are per (kind, period)."""
+        p = self.pattern_at(kind, when)
+        t = _when(when)
+        return p.period(t) if p is not None and t is not None else ""
+
+    def display(
+        self, kind: str, number: int, when: datetime | str | None, user: str | None = None
+    ) -> str:
+        """The display number, e.g. INV-2026-0042, from the pattern in force when the
+        number was assigned, that moment's period and the sequence number."""
+        p = self.pattern_at(kind, when)
+        if p is None or number <= 0:
+            return str(number)
+        return p.display(number, _when(when), user, self.users.get(user or ""))
+
     def to_snapshot(self) -> dict[str, Any]:
         return {
             "mode": self.mode,
@@ -133,3 +158,7 @@ class NumberingSettings:
         for k, eps in snap["epochs"].items():
             ns.epochs[k] = [epoch_from_row(e) for e in eps]
         return ns
+
+
+def _when(when: datetime | str | None) -> datetime | None:
+    return datetime.fromisoformat(when) if isinstance(when, str) else when

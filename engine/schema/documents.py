@@ -22,6 +22,9 @@ class DocumentCreated(Model):
     due_date: date | None = None
     notes: str | None = Field(default=None, max_length=4000)
     converted_from: uuid.UUID | None = None  # the quote/estimate this invoice came from
+    # A number typed although the device knew it was in use (a duplicate acknowledged);
+    # absent (not false) otherwise, so other events keep their canonical form.
+    forced: bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class CustomerChanged(Model):
@@ -41,6 +44,7 @@ class NumberAssigned(Model):
     number: int = Field(ge=0, le=MAX_NUMBER)
     source: NumberSource
     previous: int | None = Field(default=None, ge=0)
+    forced: bool = Field(default=False, exclude_if=lambda v: not v)  # see DocumentCreated
 
 
 class Issued(Model):
