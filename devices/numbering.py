@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from engine.document import DocumentView
-from engine.events import Event
+from engine.events import Event, now
 from engine.numbering import Epoch, distributed_next, epoch_owner
 from engine.schema.common import KINDS, UserMode
 from engine.settings_fold import SETTINGS_TYPES, NumberingSettings
@@ -38,6 +39,9 @@ class DeviceNumbering:
     settings: NumberingSettings = field(default_factory=NumberingSettings)
     numbers: dict[str, set[int]] = field(default_factory=lambda: {k: set() for k in KINDS})
     highest: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    # (kind, period) -> highest number, for kinds whose pattern resets (single mode
+    # numbers after the highest of the current period)
+    period_highest: dict[tuple[str, str], int] = field(default_factory=dict)
     # (kind, user) -> highest known number in that user's progressions (a cache)
     _mine: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
@@ -45,13 +49,23 @@ class DeviceNumbering:
 
     def observe(self, ev: Event) -> None:
         """Fold one event (any type; unrelated ones are ignored)."""
-        self.observe_wire(ev.type, ev.kind, ev.data)
+        self.observe_wire(ev.type, ev.kind, ev.data, ev.device_time)
 
-    def observe_wire(self, t: str, kind: str | None, data: Mapping[str, Any]) -> None:
-        """The same from an event's wire fields (a valid event of the current schema)."""
+    def observe_wire(
+        self,
+        t: str,
+        kind: str | None,
+        data: Mapping[str, Any],
+        when: datetime | str | None = None,
+    ) -> None:
+        """The same from an event's wire fields (a valid event of the current schema);
+        ``when`` is its device time (the period a number counts in)."""
         if t == "document.created" or t == "document.number_assigned":
             if kind:
-                self.use(kind, int(data.get("number") or 0))
+                number = int(data.get("number") or 0)
+                self.use(kind, number)
+                if number and self.settings.patterns and when is not None:
+                    self._use_period(kind, number, when)
         else:
             for k in self.settings.apply(t, data, self.highest) or ():
                 self._forget(k)
@@ -86,6 +100,14 @@ class DeviceNumbering:
             if k == kind and number > best and self._owner(kind, number) == user:
                 self._mine[(k, user)] = number
 
+    def _use_period(self, kind: str, number: int, when: datetime | str) -> None:
+        p = self.settings.pattern_at(kind, when)
+        if p is None or p.reset == "never":
+            return
+        key = (kind, self.settings.period(kind, when))
+        if number > self.period_highest.get(key, 0):
+            self.period_highest[key] = number
+
     def _forget(self, kind: str) -> None:
         # Ownership of numbers changes with the epochs: recompute lazily.
         for key in [k for k in self._mine if k[0] == kind]:
@@ -112,6 +134,11 @@ class DeviceNumbering:
         """The next number made on the device; None in centralized mode (ask the
         server), 0 in distributed mode when the known epochs are exhausted."""
         if self.mode == "single":
+            p = self.settings.pattern(kind)
+            if p is not None and p.reset != "never":
+                # Numbers restart each period (in the business's time zone): the
+                # period of now, the moment the number is assigned.
+                return self.period_highest.get((kind, p.period(now())), 0) + 1
             return self.highest[kind] + 1
         if self.mode == "distributed":
             return distributed_next(self.epochs[kind], user, [self.mine(kind, user)])
@@ -124,7 +151,8 @@ class DeviceNumbering:
         slot = self.users.get(user)
         out: dict[str, Any] = {"kind": kind, "mode": self.mode, "slot": slot, "step": 1}
         if self.mode == "single":
-            out["next"] = [self.highest[kind] + i for i in range(1, count + 1)]
+            first = self.next_number(kind, user) or 1
+            out["next"] = [first + i for i in range(count)]
             return out
         if self.mode != "distributed":
             out["next"] = []
@@ -154,6 +182,7 @@ class DeviceNumbering:
             settings=self.settings.copy(),
             numbers={k: set(v) for k, v in self.numbers.items()},
             highest=dict(self.highest),
+            period_highest=dict(self.period_highest),
             _mine=dict(self._mine),
         )
 
@@ -161,11 +190,13 @@ class DeviceNumbering:
         return {
             **self.settings.to_snapshot(),
             "numbers": {k: sorted(v) for k, v in self.numbers.items()},
+            "period_highest": [[k, p, n] for (k, p), n in sorted(self.period_highest.items())],
         }
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> DeviceNumbering:
         dn = cls(settings=NumberingSettings.from_snapshot(snap))
+        dn.period_highest = {(k, p): int(n) for k, p, n in snap.get("period_highest", [])}
         for k, nums in snap["numbers"].items():
             dn.numbers[k] = set(nums)
             dn.highest[k] = max(nums, default=0)

@@ -7,6 +7,7 @@ transaction as every append and loads instantly at start-up.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from engine.events import Event
@@ -40,6 +41,9 @@ class EngineState:
     counters: dict[str, CentralCounter] = field(
         default_factory=lambda: {k: CentralCounter() for k in KINDS}
     )
+    # "kind/period" -> the centralized counter of a period, for a kind whose number
+    # pattern resets yearly or monthly (``counter``); ``counters`` still sees every number.
+    period_counters: dict[str, CentralCounter] = field(default_factory=dict)
     # The last accepted registration (a settings.registered payload, JSON form).
     registration: dict[str, Any] | None = None
     integrations: dict[str, str] = field(default_factory=dict)  # name -> credential id
@@ -56,11 +60,13 @@ class EngineState:
             self.documents += 1
             c = event.data
             if c.get("number") and event.kind:
-                self._observe(event.kind, c["number"], c.get("number_source", "device"))
+                self._observe(
+                    event.kind, c["number"], c.get("number_source", "device"), event.device_time
+                )
         elif t == "document.number_assigned":
             a = event.data
             if a.get("number") and event.kind:
-                self._observe(event.kind, a["number"], a["source"])
+                self._observe(event.kind, a["number"], a["source"], event.device_time)
         elif t in SETTINGS_TYPES:
             # A switch back to distributed opens new epochs (see core.numbers.epochs_stale).
             self.numbering.apply(t, event.data, {k: c.highest for k, c in self.counters.items()})
@@ -100,9 +106,29 @@ class EngineState:
         """The user of every device that is not revoked (what editions count)."""
         return [i.user for i in self.devices.values() if not i.revoked]
 
-    def _observe(self, kind: str, number: int, source: str) -> None:
+    def counter(self, kind: str, when: datetime) -> CentralCounter:
+        """The centralized counter a number of ``kind`` assigned at ``when`` comes
+        from: the kind's own, or its period's when the kind's pattern resets."""
+        key = self._period_key(kind, when)
+        if key is None:
+            return self.counters[kind]
+        return self.period_counters.setdefault(key, CentralCounter())
+
+    def _period_key(self, kind: str, when: datetime) -> str | None:
+        if not self.numbering.patterns:
+            return None
+        p = self.numbering.pattern_at(kind, when)
+        if p is None or p.reset == "never":
+            return None
+        return f"{kind}/{p.period(when)}"
+
+    def _observe(self, kind: str, number: int, source: str, when: datetime) -> None:
         # Only centralized mode needs the hand-set numbers above the counter.
-        self.counters[kind].observe(number, source, track=self.mode == "centralized")
+        track = self.mode == "centralized"
+        self.counters[kind].observe(number, source, track=track)
+        key = self._period_key(kind, when)
+        if key is not None:
+            self.period_counters.setdefault(key, CentralCounter()).observe(number, source, track)
 
     # --- snapshot -------------------------------------------------------------------
 
@@ -117,6 +143,9 @@ class EngineState:
             "events": self.events,
             "data_bytes": self.data_bytes,
             "counters": {k: [c.last, sorted(c.taken), c.highest] for k, c in self.counters.items()},
+            "period_counters": {
+                k: [c.last, sorted(c.taken), c.highest] for k, c in self.period_counters.items()
+            },
             "registration": self.registration,
             "integrations": self.integrations,
             "extra": self.extra,
@@ -136,4 +165,6 @@ class EngineState:
         )
         for k, (last, taken, highest) in snap["counters"].items():
             st.counters[k] = CentralCounter(last=last, taken=set(taken), highest=highest)
+        for k, (last, taken, highest) in snap.get("period_counters", {}).items():
+            st.period_counters[k] = CentralCounter(last=last, taken=set(taken), highest=highest)
         return st

@@ -254,7 +254,7 @@ async def set_mode(
         )
         if mode == "centralized":
             # Continue above every number already in use.
-            for c in st.counters.values():
+            for c in [*st.counters.values(), *st.period_counters.values()]:
                 c.last = max(c.last, c.highest)
                 c.taken.clear()
         return lambda _b: ModeReply(mode, changed=True, previous=previous)

@@ -69,7 +69,8 @@ async def numbers(core: EngineCore, caller: Caller, req: NumbersRequest) -> Numb
             if known is not None and not fresh:
                 out.append(known)
                 continue
-            n = core.state.counters[kind].next()
+            at = now()  # the moment it is numbered: its period, if the series resets
+            n = core.state.counter(kind, at).next()
             # Built without pydantic (one per number on the hot path); the
             # data is NumberAssigned's canonical form, checked by a test.
             batch.add(
@@ -84,7 +85,7 @@ async def numbers(core: EngineCore, caller: Caller, req: NumbersRequest) -> Numb
                     device_id=caller.device_id,
                     user=caller.user,
                     device_seq=0,
-                    device_time=now(),
+                    device_time=at,
                     seen_position=0,
                     data={"number": n, "source": "server", "previous": known},
                 )
