@@ -278,7 +278,7 @@ class DeviceAgent:
 
     def duplicates(self) -> list[dict[str, Any]]:
         """Numbers shared by several documents of a kind, as this device sees them."""
-        return duplicates(self.documents())
+        return duplicates(self.documents(), self.numbering.settings)
 
     async def history(self, doc_id: str | uuid.UUID) -> list[Event]:
         """Every event of a document: pulled ones by position, then unsent ones."""
@@ -314,7 +314,7 @@ class DeviceAgent:
             "head": st.head,
             "documents": len(docs),
             "unassigned": sum(1 for v in docs if v.number == 0),
-            "duplicates": len(duplicates(docs)),
+            "duplicates": len(duplicates(docs, self.numbering.settings)),
             "conflicts": len(st.conflicts),
             "rejected": st.rejected,
             "last_error": self._conn.last_error,

@@ -517,7 +517,8 @@ async def _cmd_duplicates(args: argparse.Namespace) -> int:
         else:
             for d in dups:
                 who = ", ".join(f"{x['doc_id'][:8]} ({x['user']})" for x in d["documents"])
-                print(f"{d['kind']} {d['number']} is used {len(d['documents'])} times: {who}")
+                shown = d.get("display_number", d["number"])
+                print(f"{d['kind']} {shown} is used {len(d['documents'])} times: {who}")
             print("fix with: synvoice device renumber DOC NUMBER")
         return 0
 

@@ -206,34 +206,41 @@ class DeviceNumbering:
 # --- reports ----------------------------------------------------------------------------
 
 
-def duplicates(views: list[DocumentView]) -> list[dict[str, Any]]:
-    """Numbers used by more than one document, per kind (number 0 = unassigned, skipped).
+def duplicates(
+    views: list[DocumentView], settings: NumberingSettings | None = None
+) -> list[dict[str, Any]]:
+    """Numbers used by more than one document in one series: per kind, and per
+    period when the kind's pattern resets (number 0 = unassigned, skipped).
 
-    Sorted by kind and number; each entry lists the documents sharing the number.
-    """
-    groups: dict[tuple[str, int], list[DocumentView]] = defaultdict(list)
+    Sorted by kind, period and number; each entry lists the documents sharing the
+    number and, with ``settings``, its display number."""
+    groups: dict[tuple[str, str, int], list[DocumentView]] = defaultdict(list)
     for v in views:
         if v.created and v.number > 0:
-            groups[(v.kind, v.number)].append(v)
+            at = v.numbered_at or v.created_at
+            period = settings.period(v.kind, at) if settings is not None else ""
+            groups[(v.kind, period, v.number)].append(v)
     out = []
-    for (kind, number), docs in sorted(groups.items()):
+    for (kind, period, number), docs in sorted(groups.items()):
         if len(docs) > 1:
-            out.append(
+            first = docs[0]
+            entry: dict[str, Any] = {"kind": kind, "number": number}
+            if settings is not None:
+                entry["period"] = period
+                entry["display_number"] = settings.display(
+                    kind, number, first.numbered_at or first.created_at, first.user
+                )
+            entry["documents"] = [
                 {
-                    "kind": kind,
-                    "number": number,
-                    "documents": [
-                        {
-                            "doc_id": d.doc_id,
-                            "user": d.user,
-                            "device_id": d.device_id,
-                            "status": d.status,
-                            "customer": (d.customer or {}).get("name"),
-                        }
-                        for d in sorted(docs, key=lambda d: (d.created_at or "", d.doc_id))
-                    ],
+                    "doc_id": d.doc_id,
+                    "user": d.user,
+                    "device_id": d.device_id,
+                    "status": d.status,
+                    "customer": (d.customer or {}).get("name"),
                 }
-            )
+                for d in sorted(docs, key=lambda d: (d.created_at or "", d.doc_id))
+            ]
+            out.append(entry)
     return out
 
 

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from devices.numbering import DeviceNumbering
+from devices.numbering import DeviceNumbering, duplicates
 from engine.document import DocumentView, fold_wire
 from engine.events import Event, construct_event
 from engine.patterns import PatternError, check_pattern, format_number, period_of
@@ -211,3 +211,19 @@ def test_any_text_is_a_pattern_or_a_pattern_error(text: str, reset: str) -> None
         return
     shown = format_number(p, 42, datetime(2026, 3, 4, tzinfo=UTC), "ann", 1)
     assert "42" in shown
+
+
+def test_duplicates_are_per_series_and_period() -> None:
+    ns = _settings(_pattern("INV-{YYYY}-{SEQ:4}", "yearly", SINCE))
+    views = []
+    for at in (LAST_SECOND, NEW_YEAR, NEW_YEAR + timedelta(days=1)):
+        v = DocumentView(str(uuid.uuid4()), "invoice", number=1, created=True)
+        v.numbered_at = at.isoformat()
+        views.append(v)
+    [dup] = duplicates(views, ns)
+    assert (dup["period"], dup["display_number"], len(dup["documents"])) == (
+        "2027",
+        "INV-2027-0001",
+        2,
+    )
+    assert len(duplicates(views)[0]["documents"]) == 3  # without settings: per kind
