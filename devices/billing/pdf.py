@@ -27,6 +27,7 @@ class InvoiceData:
     currency: str
     reference: str | None = None  # the sale id
     title: str | None = None
+    display_number: str | None = None  # the series' number, e.g. INV-2026-0042 (patterns)
 
 
 def _t(s: object) -> str:
@@ -85,19 +86,19 @@ def _fit(pdf: FPDF, s: str, width: float) -> str:
 
 def render(inv: InvoiceData) -> bytes:
     pdf = FPDF(format="A4", unit="mm")
-    pdf.set_title(f"Invoice {inv.number}")
+    pdf.set_title(f"Invoice {inv.display_number or inv.number}")
     pdf.set_creator("Synvoice")
     pdf.set_auto_page_break(auto=False)
     pdf.add_page()
     pg = _Page(pdf)
 
     pg.font("B", 20)
-    pg.text(LEFT, f"Invoice {inv.number}")
+    pg.text(LEFT, f"Invoice {inv.display_number or inv.number}")
     pg.down(8)
     pg.font()
     pg.text(LEFT, inv.company)
     pg.down(10)
-    info = [("Invoice no.", str(inv.number)), ("Date", inv.issue_date.isoformat())]
+    info = [("Invoice no.", str(inv.display_number or inv.number)), ("Date", inv.issue_date.isoformat())]
     if inv.due_date:
         info.append(("Due", inv.due_date.isoformat()))
     if inv.reference:
