@@ -6,7 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ./data
 
-.PHONY: serve test lint bench demo clean
+NODE_DIR := tests/node
+
+.PHONY: serve test lint bench demo clean node-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +22,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed
 	$(BIN)/synvoice serve --data $(DATA)
 
-test: $(VENV)/.installed
+# The JavaScript device and integration of tests/node (npm ci from the lock file).
+# Without npm the Node tests skip (and fail under CI=true, where Node is expected).
+node-deps: $(NODE_DIR)/node_modules/.installed
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the Node client tests (tests/node) will not run"; \
+	fi
+
+test: $(VENV)/.installed node-deps
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.installed
@@ -36,4 +49,4 @@ demo: $(VENV)/.installed
 	$(BIN)/synvoice demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/node_modules

@@ -27,6 +27,7 @@ from datetime import date
 from pathlib import Path
 from typing import IO, Any
 
+from devices.anchors import DeviceAnchors
 from devices.commands import Commands
 from devices.connection import Connection
 from devices.numbering import DeviceNumbering, duplicates
@@ -206,6 +207,11 @@ class DeviceAgent:
     @property
     def numbering(self) -> DeviceNumbering:
         return self.state.numbering
+
+    @property
+    def anchors(self) -> DeviceAnchors:
+        """The engine key and the checkpoints this device holds (devices.anchors)."""
+        return self.state.anchors
 
     @property
     def device_id(self) -> str:

@@ -26,9 +26,9 @@ import msgspec
 from devices.gcpause import gc_paused
 from devices.numbering import OBSERVED_TYPES
 from devices.store import EventRow
-from engine.client import PulledPage
 from engine.document import Conflict, DocumentView, fold_wire
 from engine.errors import SynvoiceError
+from engine.messages import PulledPage
 from engine.schema.registry import REGISTRY
 from engine.stored import upcast
 

@@ -172,9 +172,9 @@ class Connection:
         dup = sum(1 for r in reply.results if r.duplicate)
         return Pushed(acks, dup, reply.head)
 
-    async def pull_page(self, after: int, limit: int) -> PulledPage:
+    async def pull_page(self, after: int, limit: int, hashes: bool = False) -> PulledPage:
         client = self._opened()
-        return await self._call(client.pull_page(after=after, limit=limit))
+        return await self._call(client.pull_page(after=after, limit=limit, hashes=hashes))
 
     async def next_numbers(self, items: Sequence[tuple[str, uuid.UUID]]) -> list[int]:
         """Centralized numbers for these documents (the engine logs each one)."""

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from devices.anchors import DeviceAnchors
 from devices.numbering import DeviceNumbering
 from devices.store import VIEW_SHAPE, DeviceStore, OutboxItem, PageWrite
 from engine import codec
@@ -47,6 +48,7 @@ class LocalState:
         self.seq = 0
         self.last_position = 0
         self.head = 0
+        self.anchors = DeviceAnchors()  # the engine key and checkpoints (devices.anchors)
         self.last_sync: str | None = None
         self.outbox: dict[int, OutboxItem] = {}  # device_seq -> item, in order
         self.outbox_ids: dict[str, int] = {}  # event id -> device_seq
@@ -69,6 +71,7 @@ class LocalState:
         self.seq = int(m.get("device_seq", 0))
         self.last_position = int(m.get("last_position", 0))
         self.head = int(m.get("head", 0))
+        self.anchors = DeviceAnchors(m.get("anchors"))
         self.last_sync = m.get("last_sync")
         snap = m.get("numbering")
         self.numbering = DeviceNumbering.from_snapshot(snap) if snap else DeviceNumbering()

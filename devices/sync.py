@@ -21,10 +21,10 @@ from devices.connection import PER_EVENT_CODES, Connection
 from devices.gcpause import gc_paused, gc_release
 from devices.state import LocalState
 from devices.store import VIEW_SHAPE, OutboxItem, PageWrite
-from engine.client import PulledPage
 from engine.document import DocumentView
 from engine.errors import SynvoiceError
 from engine.events import now
+from engine.messages import PulledPage
 
 log = logging.getLogger("synvoice.device")
 
@@ -203,7 +203,7 @@ class Sync:
     async def _fetch(self, after: int) -> PulledPage:
         # The request is made only when the prefetch task runs: one cancelled
         # before it starts leaves no un-awaited coroutine behind.
-        return await self.conn.pull_page(after, PULL_LIMIT)
+        return await self.conn.pull_page(after, PULL_LIMIT, hashes=True)
 
 
 async def pull(state: LocalState, fetch: Fetch, on_progress: ProgressFn | None = None) -> int:
@@ -231,6 +231,8 @@ async def pull(state: LocalState, fetch: Fetch, on_progress: ProgressFn | None =
     frozen = False
     try:
         while (page := await pages.next()) is not None:
+            # Refused whole (``tampered``) if it disagrees with the checkpoints held.
+            st.anchors.check_page(page, folded_to, st.last_position)
             head = page.head
             st.head = max(st.head, head)
             todo = head - folded_to
@@ -263,6 +265,7 @@ async def pull(state: LocalState, fetch: Fetch, on_progress: ProgressFn | None =
                 "last_position": folded.last,
                 "head": max(head, folded.last),
                 "view_shape": VIEW_SHAPE,
+                "anchors": st.anchors.to_meta(),
             }
             if folded.numbering:
                 meta["numbering"] = st.numbering.to_snapshot()

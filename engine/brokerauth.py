@@ -49,6 +49,13 @@ SERVER_FILE = "broker.conf"
 # What a device may publish: exactly the engine's device requests.
 DEVICE_PUBLISH = (protocol.PUSH, protocol.PULL, protocol.NUMBERS, protocol.STATUS)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # one NATS subject token
+# Service discovery of the engine (nats.micro): $SRV.PING|INFO|STATS, for all
+# services, by name, and by instance. The engine answers to inboxes only.
+DISCOVERY = tuple(
+    f"$SRV.{verb}{suffix}"
+    for verb in ("PING", "INFO", "STATS")
+    for suffix in ("", f".{protocol.SERVICE_NAME}", f".{protocol.SERVICE_NAME}.*")
+)
 
 
 def derive(secret: bytes, label: str) -> str:
@@ -85,7 +92,7 @@ def inbox_prefix(user: str) -> str | None:
 
 def device_permissions(device_id: str) -> dict[str, Any]:
     return {
-        "publish": {"allow": list(DEVICE_PUBLISH)},
+        "publish": {"allow": [*DEVICE_PUBLISH, *DISCOVERY]},
         "subscribe": {"allow": [f"_INBOX.{device_id}.>", protocol.HEAD]},
     }
 
@@ -113,6 +120,7 @@ def integration_permissions(name: str) -> dict[str, Any]:
                 # The one thing an integration may send: sales for the Invoice
                 # Manager (validated and recorded by the engine, never raw events).
                 protocol.BILLING_SALES_IN,
+                *DISCOVERY,
             ]
         },
         "subscribe": {"allow": [f"_INBOX.{integration_user(name)}.>", protocol.HEAD]},

@@ -173,7 +173,8 @@ class BrokerAuth:
             if self.server is None:
                 self._applied = target
                 return
-            self.server.reload()
+            if self.server.running:  # else being restarted: it reads the new file
+                self.server.reload()
             await self._wait_for_probe(timeout)
             self.reloads += 1
             self._applied = target

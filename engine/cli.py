@@ -39,6 +39,43 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+# --- checkpoints ----------------------------------------------------------------------
+
+
+def _engine_public_key(data: Path) -> str:
+    from engine.checkpoints import public_key_text
+    from engine.enginekey import KEY_FILE, load_or_create_key
+
+    if not (data / KEY_FILE).exists():
+        raise CliError(f"no engine key in {data} (DATA/{KEY_FILE} is made by synvoice serve)")
+    return public_key_text(load_or_create_key(data))
+
+
+def _cmd_checkpoints_export(args: argparse.Namespace) -> int:
+    from engine import checkpoints as cps
+    from engine.anchor import CHECKPOINTS_FILE, read_checkpoint_file
+
+    key = _engine_public_key(args.data)
+    try:
+        good, bad = cps.verified(read_checkpoint_file(args.data / CHECKPOINTS_FILE), key)
+    except cps.CheckpointError as exc:
+        raise CliError(f"{args.data / CHECKPOINTS_FILE}: {exc}") from None
+    if bad:
+        raise CliError(f"{args.data / CHECKPOINTS_FILE}: {bad[0].message}")
+    text = cps.dumps(good)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.write_text(text)
+        print(f"{len(good)} checkpoints written to {args.out} (engine key {key})")
+    return 0
+
+
+def _cmd_checkpoints_key(args: argparse.Namespace) -> int:
+    print(_engine_public_key(args.data))
+    return 0
+
+
 # --- serve ------------------------------------------------------------------------
 
 
@@ -63,6 +100,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         cfg.sync = args.sync
     if args.no_publish:
         cfg.publish = False
+    if args.accept_log_rollback:
+        cfg.accept_log_rollback = True
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -277,6 +316,11 @@ async def _cmd_status(args: argparse.Namespace) -> int:
     active = sum(1 for d in st["devices"].values() if not d["revoked"])
     t.add_row("devices", f"{active} active, {len(st['devices']) - active} revoked")
     t.add_row("counters", ", ".join(f"{k} {v}" for k, v in st["counters"].items()))
+    anchor = st.get("anchor")
+    if anchor:  # engine.anchor: what devices pin and auditors check against
+        t.add_row("engine key", anchor["engine_key"])
+        cp = anchor.get("checkpoint")
+        t.add_row("checkpoint", f"position {cp['position']} at {cp['time']}" if cp else "-")
     for key, value in _edition_rows(st):
         t.add_row(key, value)
     views = st.get("views")
@@ -492,6 +536,12 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, help="PEM private key for the embedded broker")
     p.add_argument("--tls-ca", type=Path, help="CA that clients trust (default: --tls-cert)")
     p.add_argument("--stream-replicas", type=int, help="JetStream replicas (3 on a cluster)")
+    p.add_argument(
+        "--accept-log-rollback",
+        action="store_true",
+        help="start on a log older than what was published (a restored backup): the "
+        "missing published positions are skipped, never reused, and the rollback is logged",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(handler=_cmd_serve)
 
@@ -569,6 +619,16 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     add_json_arg(p)
     p.set_defaults(handler=_cmd_integration)
 
+    cp = sub.add_parser("checkpoints", help="the engine's signed checkpoints (for auditors)")
+    csub = cp.add_subparsers(dest="checkpoints_command", required=True, metavar="ACTION")
+    p = csub.add_parser("export", help="write the checkpoints (JSON lines) an auditor keeps")
+    add_data_arg(p)
+    p.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    p.set_defaults(handler=_cmd_checkpoints_export)
+    p = csub.add_parser("key", help="print the engine's public key (what devices pin)")
+    add_data_arg(p)
+    p.set_defaults(handler=_cmd_checkpoints_key)
+
     vendor = sub.add_parser("vendor", help="vendor tools: signing keys, issuing registration keys")
     vsub = vendor.add_subparsers(dest="vendor_command", required=True, metavar="ACTION")
     p = vsub.add_parser("keygen", help="make a vendor key pair (Ed25519)")
@@ -589,6 +649,10 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("key")
     p.add_argument("--public-key", type=Path, help="also trust this vendor-public.txt")
     p.set_defaults(handler=_cmd_vendor_show)
+
+    from engine import speccli
+
+    speccli.register(sub)
 
     if plugins:
         from engine import plugins as plugin_registry

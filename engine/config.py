@@ -76,6 +76,9 @@ class EngineConfig:
     # Distributed mode: numbers per user added to an epoch at a time.
     runway: int = _int("RUNWAY", 100)
     publish: bool = True  # publish committed events to JetStream
+    # Start on a log older than what was published (engine.anchor): skip, never
+    # reuse, the published positions it lacks, and record it in the log.
+    accept_log_rollback: bool = False
     plugins: bool = True  # attach engine plugins (live projections, billing intake)
     # Keep DATA/views.sqlite up to date in a worker process (the live views plugin).
     live_views: bool = field(default_factory=lambda: _env("LIVE_VIEWS", "1") != "0")

@@ -24,6 +24,7 @@ ERROR_CODES: dict[str, int] = {
     "bad_key": 422,  # registration key forged, altered, damaged or expired
     "not_found": 404,
     "unavailable": 503,  # engine not reachable / shutting down
+    "tampered": 409,  # a log that disagrees with the signed checkpoints a device holds
     "internal": 500,
 }
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
+
+import msgpack
 
 GENESIS = bytes(32)
+ROLLBACK_TYPE = "settings.log_rolled_back"
 
 
 def link(prev_hash: bytes, body: bytes) -> bytes:
@@ -38,7 +42,9 @@ class ChainVerifier:
     def feed(self, position: int, body: bytes, stored_hash: bytes) -> ChainBreak | None:
         if self.broken is not None:
             return self.broken
-        if position != self.next_position:
+        if position != self.next_position and not declared_gap(
+            self.next_position - 1, position, body
+        ):
             self.broken = ChainBreak(
                 self.next_position,
                 f"record missing (next stored position is {position})",
@@ -49,6 +55,24 @@ class ChainVerifier:
             self.broken = ChainBreak(position, "hash does not match the record's content")
             return self.broken
         self.prev_hash = stored_hash
-        self.next_position += 1
+        self.next_position = position + 1
         self.checked += 1
         return None
+
+
+def declared_gap(prev_position: int, position: int, body: bytes) -> bool:
+    """Whether the record at ``position`` is the rollback event declaring the gap
+    after ``prev_position`` (positions published before a log rollback are skipped,
+    never reused: see ``settings.log_rolled_back``)."""
+    if position <= prev_position + 1:
+        return False
+    try:
+        ev: Any = msgpack.unpackb(body, raw=False)
+        data = ev["data"]
+        return bool(
+            ev["type"] == ROLLBACK_TYPE
+            and data["after"] == prev_position
+            and data["skipped_to"] == position - 1
+        )
+    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return False

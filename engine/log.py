@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from engine import codec
+from engine.errors import SynvoiceError
 from engine.events import Event, now
 from engine.hashchain import GENESIS, ChainBreak, ChainVerifier, link
 
@@ -126,6 +127,17 @@ def records_query(
     return q, tuple(args)
 
 
+SQLITE_FULL = 13  # "database or disk is full": ENOSPC, or the max_page_count limit
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether a SQLite error means no space is left for the file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF == SQLITE_FULL)
+    return "database or disk is full" in str(exc)
+
+
 def _open_writer(path: Path, sync: SyncMode) -> sqlite3.Connection:
     """The writer connection (autocommit mode: transactions are explicit)."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -213,6 +225,17 @@ class EventLog:
         """Run ``fn`` on the writer's thread (the only place its connection is used)."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
 
+    async def _write(self, fn: Callable[[], T]) -> T:
+        """``_call`` for a write: a full disk is the refusal ``unavailable``."""
+        try:
+            return await self._call(fn)
+        except sqlite3.Error as exc:
+            if is_disk_full(exc):
+                raise SynvoiceError(
+                    "unavailable", f"disk full: the log cannot grow ({self.path.parent})"
+                ) from exc
+            raise
+
     async def close(self) -> None:
         await self._r.close()
         await self._call(self._w.close)
@@ -277,18 +300,39 @@ class EventLog:
                     w.executemany(sql, params)
                 w.execute("COMMIT")
             except BaseException:
-                w.execute("ROLLBACK")
+                # SQLite may have rolled back already (SQLITE_FULL does): a second
+                # ROLLBACK would replace the real error with "no transaction is active".
+                if w.in_transaction:
+                    w.execute("ROLLBACK")
                 raise
 
         async with self._lock:
-            await self._call(run)
+            await self._write(run)
         if sealed:
             self.head = sealed[-1][1].position
             self.last_hash = sealed[-1][1].hash
 
+    async def skipped(self) -> list[tuple[int, int]]:
+        """The position ranges log rollbacks skipped (``settings.log_rolled_back``)."""
+        q = "SELECT body FROM events WHERE type = 'settings.log_rolled_back'"
+        async with self._r.execute(q) as cur:
+            rows = await cur.fetchall()
+        out: list[tuple[int, int]] = []
+        for (body,) in rows:
+            data = codec.unpack(bytes(body)).get("data") or {}
+            out.append((int(data["after"]) + 1, int(data["skipped_to"])))
+        return out
+
+    def skip_to(self, position: int) -> None:
+        """Make the next append start after ``position`` (forward only): the one use
+        is the log rollback, whose event declares the gap (``hashchain.declared_gap``)."""
+        if position < self.head:
+            raise ValueError("a log position is never reused")
+        self.head = position
+
     async def set_meta(self, key: str, value: bytes) -> None:
         async with self._lock:
-            await self._call(
+            await self._write(
                 lambda: self._w.execute(
                     "INSERT INTO meta(key, value) VALUES (?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -303,7 +347,7 @@ class EventLog:
 
     async def set_credential(self, device_id: str, secret: bytes) -> None:
         async with self._lock:
-            await self._call(
+            await self._write(
                 lambda: self._w.execute(
                     "INSERT INTO credentials(device_id, secret) VALUES (?, ?) "
                     "ON CONFLICT(device_id) DO UPDATE SET secret = excluded.secret",

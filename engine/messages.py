@@ -124,6 +124,8 @@ class PullReply(Struct, omit_defaults=True):
     more: bool
     events: list[dict[str, Any]]
     hashes: list[bytes] | None = None  # when the request asked for them
+    # The engine's latest signed checkpoint (engine.checkpoints), once it has one.
+    checkpoint: dict[str, Any] | None = None
 
 
 class PulledPage(Struct, omit_defaults=True):
@@ -135,6 +137,7 @@ class PulledPage(Struct, omit_defaults=True):
     more: bool
     events: list[msgspec.Raw]
     hashes: list[bytes] | None = None
+    checkpoint: dict[str, Any] | None = None  # the engine's latest (engine.checkpoints)
 
 
 class NumbersReply(Struct):
@@ -188,6 +191,21 @@ class BrokerStatus(Struct):
     tls: bool
 
 
+class EmbeddedBrokerStatus(Struct):
+    """The embedded nats-server the engine supervises (the ``embedded_broker`` part)."""
+
+    pid: int | None
+    restarts: int
+
+
+class AnchorStatus(Struct):
+    """The engine's checkpoint signer (the ``anchor`` part): its public key and the
+    latest signed checkpoint (``engine.checkpoints``)."""
+
+    engine_key: str
+    checkpoint: dict[str, Any] | None
+
+
 class ViewsStatus(Struct):
     """The live views worker (the ``views`` plugin part of the status reply)."""
 
@@ -238,6 +256,8 @@ class StatusReply(EditionStatus, kw_only=True, omit_defaults=True):
     broker: BrokerStatus
     # Plugins' parts (``EngineCore.status_parts``), absent when not running.
     views: ViewsStatus | None = None
+    embedded_broker: EmbeddedBrokerStatus | None = None
+    anchor: AnchorStatus | None = None
 
 
 class CredentialsReply(Struct, kw_only=True, omit_defaults=True):

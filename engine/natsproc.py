@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from engine.lifeline import preexec_bound_to_parent
+
 # The single-node broker configuration ships inside the package (a plain wheel
 # must serve); deploy/nats-server.conf is the operator's copy, kept identical by
 # a test. The cluster and secured examples exist only in a checkout.
@@ -71,6 +73,8 @@ class NatsServer:
         log_file: Path | None = None,
         extra_env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
+        bound_to_parent: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -78,6 +82,10 @@ class NatsServer:
         self.config = config
         self.log_file = log_file or self.store_dir / "nats-server.log"
         self.extra_env = extra_env or {}
+        # The engine's broker dies with the engine (engine.lifeline); a test's
+        # broker outlives the thread that happened to start it.
+        self.bound_to_parent = bound_to_parent
+        self.pass_fds = pass_fds  # e.g. the store lock, held as long as the broker lives
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +101,18 @@ class NatsServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def start(self, timeout: float = 10.0) -> NatsServer:
+        self.spawn()
+        self.wait_listening(timeout)
+        return self
+
+    def spawn(self) -> None:
+        """Start the process (quick; see ``wait_listening``). A broker bound to its
+        parent must be spawned from a thread that lives as long as the parent."""
         self.store_dir.mkdir(parents=True, exist_ok=True)
         if port_in_use(self.port, self._reach):
             raise RuntimeError(f"port {self.port} on {self._reach} is already in use")
@@ -111,8 +130,14 @@ class NatsServer:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C to the engine does not hit the broker first
+            preexec_fn=preexec_bound_to_parent() if self.bound_to_parent else None,
+            pass_fds=self.pass_fds,
         )
         out.close()
+
+    def wait_listening(self, timeout: float = 10.0) -> None:
+        """Wait until the spawned broker listens (may run in a worker thread)."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -120,7 +145,7 @@ class NatsServer:
                     f"nats-server exited with {self.proc.returncode}; see {self.log_file}"
                 )
             if port_in_use(self.port, self._reach):
-                return self
+                return
             time.sleep(0.02)
         self.stop()
         raise TimeoutError(f"nats-server did not listen on {self.port} within {timeout}s")

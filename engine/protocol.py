@@ -33,6 +33,10 @@ LOG_SUBJECTS = f"{PREFIX}.log.>"
 HDR_POSITION = "Synvoice-Position"
 HDR_HASH = "Synvoice-Hash"
 
+# Signed checkpoints of the log's head (engine.checkpoints), one message each (JSON).
+CHECKPOINT_STREAM = "SYNVOICE_CHECKPOINTS"
+CHECKPOINT_SUBJECT = f"{PREFIX}.checkpoints"
+
 # The engine's default limit on one stored event (SYNVOICE_MAX_EVENT_BYTES); the
 # device agent refuses bigger edits before making them.
 MAX_EVENT_BYTES = 64 * 1024

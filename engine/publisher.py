@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -30,6 +30,8 @@ from engine.log import Record
 log = logging.getLogger("synvoice.publisher")
 
 SAVE_EVERY = 1.0  # seconds between writes of the published mark to the log
+STUCK_AFTER = 5.0  # seconds of failed publishing before ``on_stuck`` is called
+ACK_WAIT = 10.0  # seconds a batch's acknowledgements may take
 
 
 async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
@@ -48,8 +50,18 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
 
 
 class Publisher:
-    def __init__(self, core: EngineCore, nc: Client, batch: int = 2000) -> None:
+    def __init__(
+        self,
+        core: EngineCore,
+        nc: Client,
+        batch: int = 2000,
+        on_stuck: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.core = core
+        # Called (at most every STUCK_AFTER seconds) while publishing keeps
+        # failing: the server may repair its broker (engine.server).
+        self.on_stuck = on_stuck
+        self._failing_since: float | None = None
         self.nc = nc
         self.js = nc.jetstream(publish_async_max_pending=batch * 2)
         self.batch = batch
@@ -60,6 +72,7 @@ class Publisher:
         self._pending: deque[_Outgoing] = deque()
         # Stream sequence after our last verified batch (None: unknown, use acks).
         self._stream_seq: int | None = None
+        self._resync = False  # a publish failed: check the stream before the next one
 
     async def start(self) -> None:
         await ensure_stream(self.js, self.core.config.stream_replicas)
@@ -156,14 +169,45 @@ class Publisher:
                 try:
                     await self._publish_some()
                     backoff = 0.1
+                    self._failing_since = None
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    log.warning("publishing to JetStream failed (%s); retrying", exc)
+                    log.warning("publishing to JetStream failed (%r); retrying", exc)
+                    self._resync = True
+                    await self._failed()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
 
+    async def _failed(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif self.on_stuck is not None and now - self._failing_since >= STUCK_AFTER:
+            self._failing_since = now
+            try:
+                await self.on_stuck()
+            except Exception:
+                log.exception("repairing the broker failed")
+
+    async def _resume(self) -> None:
+        """After a failure (broker restarted, its disk full, connection lost):
+        the stream may hold less than we think (a broker that lost its unsynced
+        tail, a store recreated) or more (acked, but the ack was lost). Start
+        again from what the stream provably holds, as at start-up."""
+        await ensure_stream(self.js, self.core.config.stream_replicas)
+        at = await self._stream_last_position()
+        if at is not None and at != self.hwm:
+            log.info("publishing resumes at %d (was %d)", at, self.hwm)
+            self.hwm = at
+            self.core.published = at
+        self._pending.clear()
+        self._stream_seq = None  # the next batch is acknowledged message by message
+        self._resync = False
+
     async def _publish_some(self) -> None:
+        if self._resync:
+            await self._resume()
         while self._pending and self._pending[0].position <= self.hwm:
             self._pending.popleft()
         if self._pending and self._pending[0].position == self.hwm + 1:
@@ -219,7 +263,7 @@ class Publisher:
         futures = [
             await self.js.publish_async(it.subject, it.body, headers=it.headers()) for it in items
         ]
-        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=ACK_WAIT)
         info = await self.js.stream_info(protocol.STREAM)
         self._stream_seq = info.state.last_seq if acks else self._stream_seq
 

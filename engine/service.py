@@ -12,11 +12,11 @@ import logging
 from collections.abc import Sequence
 
 from nats.aio.client import Client
-from nats.micro import add_service
+from nats.aio.msg import Msg
 from nats.micro.request import Request
-from nats.micro.service import Service
+from nats.micro.service import Service, ServiceConfig
 
-from engine import protocol
+from engine import protocol, spec
 from engine.core import EngineCore
 from engine.core.routes import ROUTES
 from engine.errors import SynvoiceError
@@ -37,15 +37,22 @@ class EngineService:
     async def start(self) -> None:
         from engine import __version__
 
-        self.service = await add_service(
+        self.service = _InboxOnlyService(
             self.nc,
-            name=protocol.SERVICE_NAME,
-            version=__version__,
-            description="Synvoice engine: event log, numbering, sync",
+            ServiceConfig(
+                name=protocol.SERVICE_NAME,
+                version=__version__,
+                description="Synvoice engine: event log, numbering, sync",
+                metadata=spec.SERVICE_METADATA,
+            ),
         )
+        await self.service.start()
         for route in ROUTES:  # the core's routing table: one endpoint per route
             await self.service.add_endpoint(
-                name=route.name, subject=route.subject, handler=self._dispatch
+                name=route.name,
+                subject=route.subject,
+                handler=self._dispatch,
+                metadata=spec.endpoint_metadata(route.name),
             )
         await self._until_subscribed()
         self.core.listeners.append(self._notify_head)
@@ -73,11 +80,7 @@ class EngineService:
 
     async def _dispatch(self, req: Request) -> None:
         reply = req._msg.reply  # micro's Request does not expose it
-        if (
-            not reply.startswith(("_INBOX.", protocol.ADMIN_INBOX + "."))
-            or "*" in reply
-            or ">" in reply
-        ):
+        if not _is_inbox(reply):
             # Replies go to inboxes only: the engine publishes with its own broker
             # rights, so a request naming e.g. the event stream's subject as its
             # reply would have it write there.
@@ -111,6 +114,32 @@ class EngineService:
         task = asyncio.create_task(self.nc.publish(protocol.HEAD, encode(HeadNotice(head))))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _is_inbox(reply: str) -> bool:
+    return (
+        reply.startswith(("_INBOX.", protocol.ADMIN_INBOX + "."))
+        and "*" not in reply
+        and ">" not in reply
+    )
+
+
+class _InboxOnlyService(Service):
+    """nats.micro's service whose $SRV.PING/INFO/STATS answers go to inboxes only:
+    devices and integrations may send them, and the engine publishes with its own
+    broker rights (a reply subject naming the stream would have it write there)."""
+
+    async def _handle_ping_request(self, msg: Msg) -> None:
+        if _is_inbox(msg.reply):
+            await super()._handle_ping_request(msg)
+
+    async def _handle_info_request(self, msg: Msg) -> None:
+        if _is_inbox(msg.reply):
+            await super()._handle_info_request(msg)
+
+    async def _handle_stats_request(self, msg: Msg) -> None:
+        if _is_inbox(msg.reply):
+            await super()._handle_stats_request(msg)
 
 
 async def _respond_error(req: Request, err: SynvoiceError) -> None:

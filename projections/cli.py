@@ -1,6 +1,7 @@
 """``synvoice`` subcommands of the projections: replay, project, and the read commands.
 
-* ``replay LOG`` / ``replay --nats-url URL --data DIR|--token T``: the audit;
+* ``replay LOG`` / ``replay --nats-url URL --data DIR|--token T``: the audit (the
+  hash chain, the anchors of ``projections.anchors``);
 * ``project``: the standalone JetStream projection;
 * ``duplicates``, ``gaps``, ``unassigned``, ``renumberings``, ``conflicts``,
   ``history DOC_ID``, ``views``: read the live views (``DATA/views.sqlite``).
@@ -31,12 +32,21 @@ def register(sub: Any) -> None:
         description="Verify the hash chain of a log and rebuild every view from it, from a "
         "log file (LOG) or from a running engine (--nats-url with --data or --token). "
         "Reports duplicates, gaps, unassigned documents, renumberings and conflicts, "
-        "and the views digest. Exits 1 if a record was altered.",
+        "and the views digest. Checks the log against the engine's signed checkpoints "
+        "(--checkpoints FILE, checkpoints.jsonl beside the log, the stream) and the "
+        "stream's Synvoice-Hash headers, and its state snapshot against the log. Exits 1 "
+        "if a record was altered, removed or appended, or the snapshot was edited.",
     )
     p.add_argument("log", nargs="?", type=Path, help="log file (DATA/log.sqlite)")
     p.add_argument("--nats-url", help="replay from the engine on this broker instead")
-    p.add_argument("--data", type=Path, help="engine data folder (its admin credential)")
+    p.add_argument(
+        "--data", type=Path, help="engine data folder (its admin credential; with LOG: anchors)"
+    )
     p.add_argument("--token", help="an enrollment token (svd1.…) to pull with")
+    p.add_argument(
+        "--checkpoints", type=Path, help="checkpoints file (synvoice checkpoints export)"
+    )
+    p.add_argument("--engine-key", help="the engine's public key (synvoice status) to trust")
     p.add_argument("--until", help=HELP_UNTIL)
     p.add_argument("--views", type=Path, help="keep the rebuilt views in this file")
     p.add_argument("--csv", type=Path, metavar="DIR", help="export every view as CSV into DIR")
@@ -179,7 +189,7 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from projections.rebuild import parse_until
-    from projections.replay import replay_file, replay_remote
+    from projections.replay import audit_file, audit_remote, replay_file, replay_remote
     from projections.report import collect, print_report
 
     try:
@@ -187,8 +197,6 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from None
     remote = args.nats_url or args.token or args.data
-    if args.log is not None and remote:
-        raise CliError("give either a LOG file or an engine (--nats-url/--data/--token), not both")
     if args.log is None and not remote:
         raise CliError("give a LOG file, or --data/--token (and --nats-url) to replay an engine")
     progress = not args.no_progress and not args.json
@@ -201,10 +209,28 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
                 raise CliError(str(exc)) from None
         if args.log is not None:
             result = await asyncio.to_thread(replay_file, args.log, views, until, progress)
+            # With an engine too (--data/--token): the anchors it publishes.
+            client = await _engine_client(args) if remote else None
+            try:
+                audit = await audit_file(
+                    args.log,
+                    checkpoint_file=args.checkpoints,
+                    engine_key=args.engine_key,
+                    client=client,
+                )
+            finally:
+                if client is not None:
+                    await client.close()
         else:
             client = await _engine_client(args)
             try:
                 result = await replay_remote(client, views, until, progress)
+                audit = await audit_remote(
+                    client,
+                    result.head,
+                    checkpoint_file=args.checkpoints,
+                    engine_key=args.engine_key,
+                )
             finally:
                 await client.close()
         store = ViewStore.open_readonly(views)
@@ -222,6 +248,7 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
         "broken_at": broken.position if broken else None,
         "reason": broken.reason if broken else None,
     }
+    rep["anchors"] = audit.as_dict()
     rep["events"] = result.events
     rep["seconds"] = round(result.seconds, 3)
     if args.json:
@@ -229,11 +256,21 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     else:
         console = Console()
         print_report(console, rep, args.limit or None)
-        if broken is None:
+        if broken is None and not audit.ok:
+            console.print(f"hash chain links hold up to {result.position}, but its anchors do not:")
+        elif broken is None:
             console.print(
                 f"hash chain verified: positions 1..{result.position}"
                 + (f" (log head {result.head})" if result.head != result.position else "")
             )
+        for line in audit.checked:
+            console.print(f"checked: {line}", soft_wrap=True)
+        for line in audit.skipped:
+            console.print(f"not checked: {line}", soft_wrap=True)
+        if audit.engine_key:
+            console.print(f"engine key: {audit.engine_key}")
+        for f in audit.findings:
+            console.print(f"[bold red]TAMPERED[/] {f.message}", highlight=False, soft_wrap=True)
         if args.csv:
             console.print(f"CSV files in {args.csv}")
     if broken is not None:
@@ -241,6 +278,9 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
             f"hash chain broken at position {broken.position}: {broken.reason} "
             f"(records 1..{broken.position - 1} verified; views built up to there)"
         )
+    if audit.findings:
+        kinds = ", ".join(dict.fromkeys(f.kind for f in audit.findings))
+        raise CliError(f"the log was tampered with ({kinds}): {audit.findings[0].message}")
     return 0
 
 

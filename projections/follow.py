@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+
+import msgspec
 
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
-from engine.hashchain import ChainVerifier
+from engine.hashchain import ChainVerifier, declared_gap
 from engine.stored import StoredEventError, decode_stored
+from projections.consumer import Filler, fill_hole
+from projections.consumer import Row as Row  # re-exported: the row type of both modules
 from projections.model import Projector
 from projections.store import ViewStore
-
-Row = tuple[int, bytes, bytes]  # (position, stored body, chain hash)
-# fill(after, upto): the records after ``after`` up to ``upto`` (at least the first one).
-Filler = Callable[[int, int], Awaitable[Sequence[Row]]]
-
 
 # Views kept in memory between batches (more are reloaded from the views file).
 CACHE_DOCS = 2_000
@@ -69,7 +68,7 @@ class Follower:
                 pos = row[0]
                 if pos < nxt:
                     continue  # at or below the checkpoint: already in the views
-                if pos > nxt:
+                if pos > nxt and not declared_gap(nxt - 1, pos, row[1]):
                     todo.extend(await self._fill_hole(nxt - 1, pos - 1))
                 todo.append(row)
                 nxt = pos + 1
@@ -89,19 +88,7 @@ class Follower:
     async def _fill_hole(self, after: int, upto: int) -> list[Row]:
         if self.fill is None:
             raise StoredEventError(after + 1, f"positions {after + 1}..{upto} are missing")
-        out: list[Row] = []
-        while after < upto:
-            got = [r for r in await self.fill(after, upto) if after < r[0] <= upto]
-            if not got or got[0][0] != after + 1:
-                raise StoredEventError(
-                    after + 1,
-                    f"hole {after + 1}..{upto}: the engine did not return position {after + 1}",
-                )
-            for r in got:
-                if r[0] != after + 1:
-                    raise StoredEventError(after + 1, "the engine returned records out of order")
-                out.append(r)
-                after = r[0]
+        out = await fill_hole(self.fill, after, upto)
         self.filled += len(out)
         return out
 
@@ -150,7 +137,24 @@ async def pull_rows(
         (after + 1 + i, bytes(b), bytes(h))
         for i, (b, h) in enumerate(zip(page.events, hashes, strict=True))
     ]
+    if rows and _position(rows[-1][1]) != rows[-1][0]:
+        # Not contiguous: a log rollback skipped positions (settings.log_rolled_back).
+        rows = [(_position(b), b, h) for _, b, h in rows]
     return page.head, page.more, rows
+
+
+class _Position(msgspec.Struct):
+    position: int
+
+
+_decode_position = msgspec.msgpack.Decoder(_Position).decode
+
+
+def _position(body: bytes) -> int:
+    try:
+        return _decode_position(body).position
+    except msgspec.DecodeError as exc:
+        raise SynvoiceError("internal", f"malformed event in a pull reply: {exc}") from None
 
 
 def engine_filler(client: EngineClient, page: int = 5000) -> Filler:

@@ -13,7 +13,8 @@ engine's process it took the event loop's core, in its own it uses the second
 one. Its memory, and the first-start rebuild of a big log, stay out of the
 engine too. A worker that fails or is killed is started again and resumes
 from the views' checkpoint; when the engine dies, the worker's stdin closes
-and it ends (after applying what it was told about).
+and it ends (at once on Linux: it asks the kernel for SIGKILL when the
+engine dies, see engine.lifeline).
 """
 
 from __future__ import annotations
@@ -54,10 +55,60 @@ async def attach(server: EngineServer) -> None:
         log.info("live views disabled (SYNVOICE_LIVE_VIEWS=0)")
         return
     assert server.core is not None
-    live = LiveProjection(server.core, views_path(server.config.data_dir))
+    path = views_path(server.config.data_dir)
+    await check_views(server, path)
+    live = LiveProjection(server.core, path)
     await live.start()
     server.on_stop.append(live.stop)
     _attached[server] = live
+
+
+async def check_views(server: EngineServer, path: Path) -> None:
+    """Views ahead of the log, or of another log (the log restored from an older
+    backup, its tail cut): refused, or with --accept-log-rollback set aside (kept
+    as ``views.sqlite.rolled-back``) to be rebuilt from the log by the worker, and
+    the positions they held are skipped like published ones (engine.anchor)."""
+    from projections.store import ViewsError, ViewStore
+
+    core = server.core
+    assert core is not None
+
+    if not path.exists():
+        return
+    try:
+        store = ViewStore.open_readonly(path)
+    except ViewsError:
+        return  # not a views file we can read: the worker reports it
+    try:
+        position, h = store.checkpoint()
+    finally:
+        store.close()
+    if position == 0:
+        return
+    records = await core.log.read(position - 1, 1)
+    if records and records[0].position == position and records[0].hash == h:
+        return
+    why = (
+        f"the live views ({path}) are at position {position}, "
+        + (
+            f"ahead of the log (head {core.log.head})"
+            if position > core.log.head
+            else "where the log has another record"
+        )
+        + ": the log is older than the views (a restored backup or a cut tail)"
+    )
+    if not server.config.accept_log_rollback:
+        raise RuntimeError(
+            f"{why}. Restore the newer log, or start with --accept-log-rollback "
+            "(the views are then rebuilt from this log)"
+        )
+    if server.anchor is not None:
+        await server.anchor.roll_back(position, why)
+    aside = path.with_name(path.name + ".rolled-back")
+    log.warning("%s: set aside as %s and rebuilt (--accept-log-rollback)", why, aside)
+    for suffix in ("-wal", "-shm", ""):
+        if Path(f"{path}{suffix}").exists():
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
 
 
 class LiveProjection:
@@ -115,6 +166,10 @@ class LiveProjection:
             str(self.core.config.log_path.resolve()),
             "--views",
             str(self.path.resolve()),
+            # It binds itself to us (engine.lifeline): a kill -9 of the engine
+            # ends it at once, not after its stdin's end-of-file is noticed.
+            "--parent",
+            str(os.getpid()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             # Its folding threads would each get a glibc malloc arena: two keep

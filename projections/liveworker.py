@@ -14,7 +14,8 @@ outlives the engine) after applying what it was told about. A failure is
 reported as one ``error ...`` line; the worker exits non-zero and the engine
 starts a new one, which resumes from the views' checkpoint.
 
-    python -m projections.liveworker --log DATA/log.sqlite --views DATA/views.sqlite
+    python -m projections.liveworker --log DATA/log.sqlite --views DATA/views.sqlite \
+        [--parent ENGINE_PID]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engine.lifeline import bind_to_parent
 from engine.log import records_query
 from projections.follow import GAPS_EVERY, Follower, Row
 from projections.rebuild import build_from_log, open_log
@@ -122,7 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m projections.liveworker")
     p.add_argument("--log", type=Path, required=True)
     p.add_argument("--views", type=Path, required=True)
+    p.add_argument("--parent", type=int, help="the engine's pid: end when it dies")
     args = p.parse_args(argv)
+    if args.parent:
+        bind_to_parent(args.parent)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     # The engine decides when the worker ends (by closing its stdin): a Ctrl-C
     # meant for the engine (sent to the whole process group) must not stop it.

@@ -28,6 +28,7 @@ from engine import protocol
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
 from engine.server import connect_nats
+from projections.consumer import row_of
 from projections.follow import GAPS_EVERY, Follower, Row, engine_filler, pull_rows
 from projections.store import ViewStore, lock_views
 
@@ -163,13 +164,11 @@ class StandaloneProjection:
     async def _process(self, f: Follower, msgs: list[Msg]) -> None:
         rows: list[Row] = []
         for m in msgs:
-            hdr = m.headers or {}
-            try:
-                rows.append(
-                    (int(hdr[protocol.HDR_POSITION]), m.data, bytes.fromhex(hdr[protocol.HDR_HASH]))
-                )
-            except (KeyError, ValueError):
+            row = row_of(m)
+            if row is None:
                 log.warning("message %s without Synvoice position/hash headers", m.subject)
+            else:
+                rows.append(row)
         await f.feed(rows)
         # Ack only once the views transaction committed; ack-all covers earlier ones.
         last = max(msgs, key=lambda m: m.metadata.sequence.stream)

@@ -58,7 +58,14 @@ def engine_process(tmp_path: Path, nats_server: NatsServer) -> Iterator[EnginePr
         ep.stop()
 
 
-_BROKER_WORDS = ("NatsServer", "running_engine", "EngineProcess", "EngineServer", "nats_server")
+_BROKER_WORDS = (
+    "NatsServer",
+    "running_engine",
+    "embedded_engine",
+    "EngineProcess",
+    "EngineServer",
+    "nats_server",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -98,7 +98,10 @@ def render(inv: InvoiceData) -> bytes:
     pg.font()
     pg.text(LEFT, inv.company)
     pg.down(10)
-    info = [("Invoice no.", str(inv.display_number or inv.number)), ("Date", inv.issue_date.isoformat())]
+    info = [
+        ("Invoice no.", str(inv.display_number or inv.number)),
+        ("Date", inv.issue_date.isoformat()),
+    ]
     if inv.due_date:
         info.append(("Due", inv.due_date.isoformat()))
     if inv.reference:

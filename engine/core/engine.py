@@ -16,24 +16,37 @@ from datetime import date
 from typing import Any
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from engine import auth, codec, editions, license, protocol
 from engine.config import EngineConfig
 from engine.core import push, status
 from engine.core.base import Caller
 from engine.core.routes import ADMIN_PREFIX, BY_SUBJECT
-from engine.core.writer import CommitListener, Writer, load_state
+from engine.core.writer import Batch, CommitListener, Writer, load_state
+from engine.enginekey import load_or_create_key, snapshot_key
 from engine.errors import SynvoiceError
+from engine.events import Event
 from engine.log import EventLog
 from engine.messages import PushReply, PushRequest, StatusReply, encode
 from engine.state import EngineState
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig, log_: EventLog, state: EngineState) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        log_: EventLog,
+        state: EngineState,
+        engine_key: Ed25519PrivateKey | None = None,
+    ) -> None:
         self.config = config
         self.log = log_
-        self.writer = Writer(log_, state, config.max_batch_events)
+        # Signs checkpoints (engine.anchor) and keys the snapshot seal.
+        self.engine_key = engine_key or load_or_create_key(config.data_dir)
+        self.snapshot_key = snapshot_key(self.engine_key)
+        self.checkpoint: dict[str, Any] | None = None  # the latest, sent with pulls
+        self.writer = Writer(log_, state, config.max_batch_events, self.snapshot_key)
         self.admin_secret: bytes | None = None
         # Enrollment secrets by device id (the engine signs nothing with them:
         # it verifies the devices' requests and derives their broker passwords).
@@ -70,7 +83,8 @@ class EngineCore:
     async def open(cls, config: EngineConfig) -> EngineCore:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         log_ = await EventLog.open(config.log_path, sync=config.sync)
-        core = cls(config, log_, await load_state(log_))
+        key = load_or_create_key(config.data_dir)
+        core = cls(config, log_, await load_state(log_, snapshot_key(key)), key)
         core.secrets = await log_.credentials()
         core.admin_secret = load_or_create_admin_secret(config)
         if config.license_key:
@@ -169,6 +183,16 @@ class EngineCore:
             devices=len(device_users),
             data_bytes=self.state.data_bytes,
         )
+
+    async def append_engine_events(self, events: list[Event]) -> None:
+        """Commit engine events through the writer (e.g. the log rollback record)."""
+
+        def plan(batch: Batch) -> Callable[[int], Any]:
+            for ev in events:
+                batch.add(ev)
+            return lambda _base: {}
+
+        await self.writer.submit(plan, len(events))
 
 
 def load_or_create_admin_secret(config: EngineConfig) -> bytes:

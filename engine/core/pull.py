@@ -34,7 +34,7 @@ async def pull(core: EngineCore, caller: Caller, req: PullRequest) -> bytes:
     last = records[-1].position if records else after
     pk = msgpack.Packer(use_bin_type=True)
     parts = [
-        pk.pack_map_header(4 if with_hashes else 3),
+        pk.pack_map_header(3 + with_hashes + (core.checkpoint is not None)),
         pk.pack("head"),
         pk.pack(head),
         pk.pack("more"),
@@ -46,4 +46,7 @@ async def pull(core: EngineCore, caller: Caller, req: PullRequest) -> bytes:
     if with_hashes:
         parts.append(pk.pack("hashes"))
         parts.append(pk.pack([r.hash for r in records]))
+    if core.checkpoint is not None:
+        parts.append(pk.pack("checkpoint"))
+        parts.append(pk.pack(core.checkpoint))
     return b"".join(parts)

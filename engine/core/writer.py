@@ -19,12 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import codec
 from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import EventLog, Record, SideWrite
 from engine.schema.common import ENGINE_DEVICE
-from engine.state import EngineState
+from engine.state import EngineState, fold_log, open_snapshot, seal_snapshot
 
 log = logging.getLogger("synvoice.engine")
 
@@ -93,9 +92,13 @@ class Writer:
     """Owns the engine state between commits: plans apply to it, a failed commit
     reloads it from the log."""
 
-    def __init__(self, log_: EventLog, state: EngineState, max_batch_events: int) -> None:
+    def __init__(
+        self, log_: EventLog, state: EngineState, max_batch_events: int, snapshot_key: bytes
+    ) -> None:
         self.log = log_
         self.state = state
+        # Seals each stored snapshot to the head it was taken at (engine.state).
+        self.snapshot_key = snapshot_key
         self.max_batch_events = max_batch_events
         self.listeners: list[CommitListener] = []
         # Done when the commit in flight with engine events (already applied to
@@ -164,7 +167,7 @@ class Writer:
         """The state as the log has it, after a failed commit. If even that fails
         the writer stops: every request then gets 'unavailable' rather than wait."""
         try:
-            self.state = await load_state(self.log)
+            self.state = await load_state(self.log, self.snapshot_key)
             return True
         except Exception:
             log.exception("the engine state cannot be reloaded: writes stop")
@@ -199,7 +202,7 @@ class Writer:
                 (
                     "INSERT INTO meta(key, value) VALUES ('state', ?) "
                     "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                    [(codec.pack(self.state.to_snapshot()),)],
+                    [(self._sealed_snapshot(sealed),)],
                 ),
             ]
             if sealed or batch.side
@@ -231,22 +234,35 @@ class Writer:
                 except Exception:
                     log.exception("commit listener failed")
 
+    def _sealed_snapshot(self, sealed: Sequence[tuple[Event, Record]]) -> bytes:
+        """The state snapshot bound to the head this commit leaves (see state.seal_snapshot)."""
+        last = sealed[-1][1] if sealed else Record(self.log.head, b"", self.log.last_hash)
+        return seal_snapshot(self.state, last.position, last.hash, self.snapshot_key)
+
 
 def _fail(job: Job, exc: Exception) -> None:
     if not job.future.done():
-        job.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
+        # A refusal the log raised (e.g. "unavailable: disk full") reaches the caller as it is.
+        if isinstance(exc, SynvoiceError):
+            job.future.set_exception(exc)
+        else:
+            job.future.set_exception(SynvoiceError("internal", f"commit failed: {exc}"))
 
 
-async def load_state(log_: EventLog) -> EngineState:
-    """The snapshot stored with the last commit (or an empty state for a new log)."""
+async def load_state(log_: EventLog, key: bytes) -> EngineState:
+    """The snapshot stored with the last commit if its seal holds for this log's
+    head, else the state folded from the log: an edited snapshot (counters reset,
+    a device added) is never believed, so no counter falls below the log's."""
     raw = await log_.get_meta("state")
-    if raw is None:
-        if log_.head:
-            # A log without a snapshot (e.g. copied from elsewhere): fold it.
-            st = EngineState()
-            async for rows in log_.iter_records():
-                for r in rows:
-                    st.apply(r.event(), len(r.body))
-            return st
+    if raw is None and not log_.head:
         return EngineState()
-    return EngineState.from_snapshot(codec.unpack(raw))
+    why = "no snapshot"
+    if raw is not None:
+        st, why = open_snapshot(raw, log_.head, log_.last_hash, key)
+        if st is not None:
+            return st
+    log.warning("engine state rebuilt from the log's %d records: %s", log_.head, why)
+    st = EngineState()
+    async for rows in log_.iter_records():
+        fold_log((r.body for r in rows), st)
+    return st

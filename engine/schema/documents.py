@@ -62,6 +62,20 @@ class Converted(Model):
     invoice_id: uuid.UUID
 
 
+class DocumentCreatedV1(Model):
+    """``document.created`` schema 1: the customer was a name only."""
+
+    number: int = Field(default=0, ge=0, le=MAX_NUMBER)
+    number_source: NumberSource = "device"
+    customer_name: str | None = Field(default=None, min_length=1, max_length=200)
+    lines: list[Line] = Field(default_factory=list, max_length=1000)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    issue_date: date | None = None
+    due_date: date | None = None
+    notes: str | None = Field(default=None, max_length=4000)
+    converted_from: uuid.UUID | None = None
+
+
 def _created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     # Schema 1 carried only a customer name; schema 2 has a customer object.
     data = dict(data)
@@ -77,6 +91,7 @@ for _spec in (
         DocumentCreated,
         schema_version=2,
         upcasters={1: _created_v1_to_v2},
+        old_models={1: DocumentCreatedV1},
     ),
     EventSpec("document.customer_changed", CustomerChanged),
     EventSpec("document.lines_changed", LinesChanged),

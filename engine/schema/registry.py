@@ -21,6 +21,9 @@ class EventSpec:
     origin: Origin = "device"  # who may author it: a device push, or the engine itself
     document: bool = True  # needs doc_id and kind
     upcasters: Mapping[int, Upcaster] = field(default_factory=dict)  # from_version -> fn
+    # The payload model of each older version (the wire spec publishes them; a
+    # test checks that each upcasts into a valid current payload).
+    old_models: Mapping[int, builtins.type[BaseModel]] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, EventSpec] = {}

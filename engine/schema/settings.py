@@ -84,6 +84,17 @@ class IntegrationRemoved(Model):
     name: str = Field(pattern=_INTEGRATION)
 
 
+class LogRolledBack(Model):
+    """The engine continued from a log older than what it had published (a restored
+    backup, a cut tail), by ``synvoice serve --accept-log-rollback``. This event is
+    stored at ``skipped_to + 1``: positions ``after + 1 .. skipped_to`` were
+    published before and are never reused (the hash chain links over the gap)."""
+
+    after: int = Field(ge=0)  # the log's head when it was accepted
+    skipped_to: int = Field(ge=0)  # the highest position published before
+    reason: str
+
+
 class EpochOpened(Model):
     """Distributed numbering: in ``[start, end]`` user with slot k numbers
     ``start + (k-1) + j*increment`` (see ``engine.numbering``)."""
@@ -112,6 +123,7 @@ for _spec in (
     EventSpec("settings.registered", Registered, origin="engine", document=False),
     EventSpec("settings.integration_added", IntegrationAdded, origin="engine", document=False),
     EventSpec("settings.integration_removed", IntegrationRemoved, origin="engine", document=False),
+    EventSpec("settings.log_rolled_back", LogRolledBack, origin="engine", document=False),
     EventSpec("numbering.epoch_opened", EpochOpened, origin="engine", document=False),
     EventSpec("numbering.epoch_extended", EpochExtended, origin="engine", document=False),
 ):

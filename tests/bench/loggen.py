@@ -29,13 +29,14 @@ from typing import Any
 
 from engine import codec
 from engine.auth import new_secret
+from engine.enginekey import load_or_create_key, snapshot_key
 from engine.events import new_event
 from engine.hashchain import GENESIS
 from engine.log import SCHEMA, seal_wire
 from engine.schema.common import KINDS, Customer, Line
 from engine.schema.documents import DocumentCreated
 from engine.schema.settings import DeviceEnrolled, UserEnrolled, UserModeSet
-from engine.state import EngineState
+from engine.state import EngineState, seal_snapshot
 
 INSERT = "INSERT INTO events(position, event_id, type, body, hash) VALUES (?,?,?,?,?)"
 
@@ -329,8 +330,12 @@ def generate(path: Path, spec: LogSpec, progress: Callable[[int], None] | None =
         "INSERT INTO credentials(device_id, secret) VALUES (?, ?)",
         [(d, new_secret()) for d in device_ids],
     )
+    # Sealed with the key of the folder the log is in (its data folder), as the
+    # engine seals it: an engine serving this folder loads it without a fold.
+    key = snapshot_key(load_or_create_key(path.parent))
     conn.execute(
-        "INSERT INTO meta(key, value) VALUES ('state', ?)", (codec.pack(state.to_snapshot()),)
+        "INSERT INTO meta(key, value) VALUES ('state', ?)",
+        (seal_snapshot(state, pos, prev, key),),
     )
     if spec.mark_published:
         conn.execute("INSERT INTO meta(key, value) VALUES ('published', ?)", (codec.pack(pos),))

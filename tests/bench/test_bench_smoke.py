@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from engine import codec
 from engine.core import load_state
+from engine.enginekey import load_or_create_key, snapshot_key
 from engine.log import EventLog
 from engine.state import EngineState
 from tests.bench.__main__ import main as bench_main
@@ -40,7 +41,7 @@ async def test_generated_log_is_a_log_the_engine_wrote(tmp_path: Path) -> None:
                 assert codec.pack(ev.to_wire()) == r.body  # canonical stored form
                 folded.apply(ev, len(r.body))
                 types.add(ev.type)
-        stored = await load_state(log)
+        stored = await load_state(log, snapshot_key(load_or_create_key(gen.path.parent)))
         assert stored.to_snapshot() == folded.to_snapshot()
         assert {"document.created", "document.number_assigned", "document.issued"} <= types
         assert await log.get_meta("published") == codec.pack(3000)

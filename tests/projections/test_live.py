@@ -158,7 +158,7 @@ async def test_holes_are_filled_from_the_engine(engine: EngineHarness, tmp_path:
     # the first record this projection sees is the head: everything before is a hole
     assert await f.feed([(last.position, last.body, last.hash)]) == engine.core.log.head
     assert f.filled == engine.core.log.head - 1
-    assert store.digest() == ViewStore.open_readonly(live_projection(engine.server).path).digest()  # type: ignore[union-attr]
+    assert store.digest() == ViewStore.open_readonly(live_projection(engine.server).path).digest()
     store.close()
 
 

@@ -66,7 +66,7 @@ async def test_engine_on_three_node_cluster_survives_a_node(tmp_path: Path) -> N
         info = await js.stream_info(protocol.STREAM)
         assert info.config.num_replicas == 3
         assert info.cluster is not None and len(info.cluster.replicas or []) == 2
-        assert info.state.messages == server.core.log.head  # type: ignore[union-attr]
+        assert info.state.messages == server.core.log.head
 
         # One node down (maybe the engine's): the stream keeps its quorum (2 of 3)
         # and takes new events. While the engine reconnects to another node a
@@ -90,7 +90,7 @@ async def test_engine_on_three_node_cluster_survives_a_node(tmp_path: Path) -> N
                 st = await js.stream_info(protocol.STREAM)
             except Exception:
                 return False
-            return bool(st.state.messages == server.core.log.head)  # type: ignore[union-attr]
+            return bool(st.state.messages == server.core.log.head)
 
         await wait_for(all_in_stream, timeout=30)
     finally:

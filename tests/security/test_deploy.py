@@ -55,7 +55,7 @@ async def test_secure_example_broker_with_external_engine(tmp_path: Path) -> Non
         enrollment = parse_token(token)
         dev = await EngineClient.connect_enrolled(enrollment)
         try:
-            assert (await dev.status()).head == server.core.log.head  # type: ignore[union-attr]
+            assert (await dev.status()).head == server.core.log.head
         finally:
             await dev.close()
         errors = Errors()

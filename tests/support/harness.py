@@ -237,3 +237,9 @@ def self_signed_cert(dir_: Path, stem: str = "test") -> tuple[Path, Path]:
     )
     key_path.chmod(0o600)
     return cert_path, key_path
+
+
+def doc_of(ev: Event) -> uuid.UUID:
+    """A document event's doc id (typed: document events always carry one)."""
+    assert ev.doc_id is not None
+    return ev.doc_id
