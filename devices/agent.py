@@ -342,6 +342,8 @@ class DeviceAgent:
         number: int | None = None,
         converted_from: str | uuid.UUID | None = None,
         doc_id: str | uuid.UUID | None = None,
+        credits: str | uuid.UUID | None = None,
+        payment_terms: str | None = None,
         force: bool = False,
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
@@ -362,6 +364,8 @@ class DeviceAgent:
             number=number,
             converted_from=converted_from,
             doc_id=doc_id,
+            credits=credits,
+            payment_terms=payment_terms,
             force=force,
         )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from devices.agent import DeviceAgent, SyncResult
+from devices.documents_out import credit_notes_of
 from devices.progress import SyncProgress
 from engine.cli import CliError, add_json_arg, print_json
 from engine.document import DocumentView
@@ -102,7 +103,7 @@ def resolve(agent: DeviceAgent, ref: str) -> str:
         return str(uuid.UUID(ref))
     except ValueError:
         pass
-    m = re.fullmatch(r"(invoice|quote|estimate)[:#](\d+)", ref)
+    m = re.fullmatch(r"(invoice|quote|estimate|credit_note)[:#](\d+)", ref)
     if m:
         found = [v for v in agent.documents(m.group(1)) if v.number == int(m.group(2))]
     elif re.fullmatch(r"[0-9a-fA-F-]{4,}", ref):
@@ -119,10 +120,17 @@ def resolve(agent: DeviceAgent, ref: str) -> str:
 
 def _customer(args: argparse.Namespace) -> Customer | None:
     if args.customer is None:
-        if args.email or args.address:
-            raise CliError("--email and --address need --customer")
+        if args.email or args.address or args.country:
+            raise CliError("--email, --address and --country need --customer")
         return None
-    return _make_customer({"name": args.customer, "email": args.email, "address": args.address})
+    return _make_customer(
+        {
+            "name": args.customer,
+            "email": args.email,
+            "address": args.address,
+            "country": args.country,
+        }
+    )
 
 
 def _make_customer(fields: dict[str, Any]) -> Customer:
@@ -263,6 +271,7 @@ async def _cmd_create(args: argparse.Namespace) -> int:
             due_date=args.due_date,
             notes=args.notes,
             number=args.number,
+            payment_terms=args.payment_terms,
             force=args.force,
         )
         if args.json:
@@ -304,6 +313,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
             print_json(
                 {
                     **_doc_json(agent, v),
+                    "credit_notes": [c.doc_id for c in credit_notes_of(agent.documents(), doc_id)],
                     "conflicts": conflicts,
                     "history": [e.to_wire() for e in history],
                 }
@@ -331,6 +341,10 @@ async def _cmd_show(args: argparse.Namespace) -> int:
             print(f"  converted from {v.converted_from}")
         if v.converted_to:
             print(f"  converted into {v.converted_to}")
+        if v.credits:
+            print(f"  credit note for {label(agent.document(v.credits))} ({v.credits})")
+        for cn in credit_notes_of(agent.documents(), v.doc_id):
+            print(f"  credited by {label(cn)} ({cn.doc_id})")
         if v.void_reason:
             print(f"  void: {v.void_reason}")
         print(f"  {len(history)} events" + ("" if v.last_position else " (not synced yet)"))
@@ -409,7 +423,7 @@ async def _cmd_renumber(args: argparse.Namespace) -> int:
 
 async def _cmd_edit(args: argparse.Namespace) -> int:
     lines = [parse_line(x) for x in args.line] if args.line else None
-    given = {k: getattr(args, k) for k in ("customer", "email", "address")}
+    given = {k: getattr(args, k) for k in ("customer", "email", "address", "country")}
     dates = args.issue_date is not None or args.due_date is not None
     if all(v is None for v in given.values()) and lines is None and not dates:
         raise CliError("nothing to change: give --customer, --email, --address, --line or a date")
@@ -577,6 +591,7 @@ def _doc_fields(p: argparse.ArgumentParser) -> None:
     p.add_argument("--customer", help="customer name")
     p.add_argument("--email", help="customer e-mail")
     p.add_argument("--address", help="customer address")
+    p.add_argument("--country", help="customer country, ISO 3166 code (e.g. DE)")
     p.add_argument(
         "--line",
         action="append",
@@ -601,10 +616,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=_cmd_init)
 
     p = ds.add_parser("create", help="create an invoice, quote or estimate")
-    p.add_argument("--kind", choices=KINDS, default="invoice")
+    # Credit notes come from an issued invoice: `device credit INVOICE`.
+    p.add_argument("--kind", choices=[k for k in KINDS if k != "credit_note"], default="invoice")
     _doc_fields(p)
     p.add_argument("--currency", default="USD")
     p.add_argument("--notes")
+    p.add_argument("--payment-terms", help="this document's terms (default: the seller's)")
     p.add_argument("--number", type=int, help="set the number by hand")
     p.add_argument(
         "--force", action="store_true", help="use --number even if it is taken (a duplicate)"
@@ -671,6 +688,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ds.add_parser("conflicts", help="concurrent edits the merge resolved")
     _common(p)
     p.set_defaults(handler=_cmd_conflicts)
+
+    from devices.documents_cli import add_document_commands
+
+    add_document_commands(ds, sub)
 
     demo = sub.add_parser("demo", help="a tour: embedded engine, devices, the numbering modes")
     _one_line_error(demo)

@@ -156,6 +156,8 @@ class Commands:
         number: int | None = None,
         converted_from: str | uuid.UUID | None = None,
         doc_id: str | uuid.UUID | None = None,
+        credits: str | uuid.UUID | None = None,
+        payment_terms: str | None = None,
         force: bool = False,
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
@@ -175,6 +177,8 @@ class Commands:
                 number=number,
                 converted_from=converted_from,
                 doc_id=doc_id,
+                credits=credits,
+                payment_terms=payment_terms,
                 first_try=first_try,
                 force=force,
             )
@@ -194,6 +198,8 @@ class Commands:
         number: int | None,
         converted_from: str | uuid.UUID | None,
         doc_id: str | uuid.UUID | None = None,
+        credits: str | uuid.UUID | None = None,
+        payment_terms: str | None = None,
         first_try: bool = True,
         force: bool = False,
     ) -> str:
@@ -208,6 +214,10 @@ class Commands:
             "notes": notes,
             "converted_from": converted_from,
         }
+        if credits is not None:  # only set keys go on the wire (older readers forbid new ones)
+            fields["credits"] = credits
+        if payment_terms is not None:
+            fields["payment_terms"] = payment_terms
         _model(DocumentCreated, **fields)  # refuse bad input before taking a number
         if doc_id is None:
             new_id = uuid.uuid4()

@@ -137,6 +137,8 @@ class DocumentView:
     updated_at: str | None = None
     converted_from: str | None = None
     converted_to: str | None = None
+    credits: str | None = None  # a credit note: the invoice it corrects
+    payment_terms: str | None = None  # this document's own terms (else the seller's)
     void_reason: str | None = None
     # Device time of the event that gave the current number (its period and the
     # pattern in force then make the display number, ``engine.settings_fold``).
@@ -170,6 +172,8 @@ class DocumentView:
             "updated_at": self.updated_at,
             "converted_from": self.converted_from,
             "converted_to": self.converted_to,
+            "credits": self.credits,
+            "payment_terms": self.payment_terms,
             "void_reason": self.void_reason,
             "net": str(net),
             "tax": str(tax),
@@ -274,6 +278,8 @@ def fold_wire(v: DocumentView, ev: Mapping[str, Any], conflicts: list[Conflict])
         v.due_date = d.get("due_date")
         v.notes = d.get("notes")
         v.converted_from = d.get("converted_from")
+        v.credits = d.get("credits")
+        v.payment_terms = d.get("payment_terms")
         writes["customer"] = writes["lines"] = writes["dates"] = w
     elif t == "document.lines_changed":
         if _content_write(v, "lines", pos, eid, device, seen, conflicts):

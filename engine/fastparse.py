@@ -34,7 +34,7 @@ Name = Annotated[str, Meta(pattern=_NAME)]
 DeviceTime = Annotated[
     str, Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)\Z")
 ]
-KindT = Literal["invoice", "quote", "estimate"]
+KindT = Literal["invoice", "quote", "estimate", "credit_note"]
 SourceT = Literal["device", "server", "manual"]
 SeqInt = Annotated[int, Meta(ge=0, le=2**62)]
 NumberInt = Annotated[int, Meta(ge=0, le=MAX_NUMBER)]
@@ -49,6 +49,7 @@ class CustomerS(_S):
     email: Annotated[str, Meta(max_length=254)] | None = None
     address: Annotated[str, Meta(max_length=1000)] | None = None
     tax_id: Annotated[str, Meta(max_length=64)] | None = None
+    country: Annotated[str, Meta(pattern=r"^[A-Z]{2}\Z")] | None = None
 
 
 # Decimals as the strings devices send, in the only form whose ``str(Decimal(s))``
@@ -79,6 +80,8 @@ class CreatedS(_S):
     due_date: date | None = None
     notes: Annotated[str, Meta(max_length=4000)] | None = None
     converted_from: uuid.UUID | None = None
+    credits: uuid.UUID | None = None
+    payment_terms: Annotated[str, Meta(max_length=500)] | None = None
 
 
 class CustomerChangedS(_S):

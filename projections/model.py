@@ -93,6 +93,8 @@ def summarize(t: str, d: Mapping[str, Any], kind: str, old_number: int, status: 
         s = f"{what}{' for ' + who if who else ''}, {lines} line{'s' * (lines != 1)}"
         if d.get("converted_from"):
             s += f", from {d['converted_from']}"
+        if d.get("credits"):
+            s += f", credits {d['credits']}"
         return s
     if t == "document.number_assigned":
         return f"number {old_number} -> {d.get('number')} ({d.get('source')})"

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from projections.store import ViewStore
 
-SECTIONS = ("duplicates", "gaps", "unassigned", "renumberings", "conflicts")
+SECTIONS = ("duplicates", "gaps", "unassigned", "renumberings", "conflicts", "credit_notes")
 
 
 def collect(store: ViewStore, kind: str | None = None) -> dict[str, Any]:
@@ -26,6 +26,7 @@ def collect(store: ViewStore, kind: str | None = None) -> dict[str, Any]:
         "unassigned": store.unassigned(kind),
         "renumberings": store.renumberings(kind),
         "conflicts": store.conflicts(),
+        "credit_notes": store.credit_notes() if kind in (None, "invoice", "credit_note") else [],
     }
 
 
@@ -79,6 +80,15 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("winner", "kept event"),
         ("loser", "overridden event"),
     ),
+    "credit_notes": (
+        ("number", "credit note"),
+        ("invoice_number", "for invoice"),
+        ("credits", "invoice document"),
+        ("status", "status"),
+        ("customer", "customer"),
+        ("total", "total"),
+        ("currency", "currency"),
+    ),
     "history": (
         ("position", "position"),
         ("type", "event"),
@@ -96,6 +106,7 @@ _TITLES = {
     "unassigned": "Documents without a number",
     "renumberings": "Renumberings",
     "conflicts": "Concurrent-edit conflicts",
+    "credit_notes": "Credit notes and the invoices they correct",
     "history": "History",
 }
 

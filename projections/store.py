@@ -251,6 +251,8 @@ def doc_row(v: DocumentView) -> tuple[Any, ...]:
                 (k, w.position, w.event_id, w.device_id, w.seen_position)
                 for k, w in v.writes.items()
             ],
+            # Later fields, appended so older rows still read (credit notes, terms).
+            {"credits": v.credits, "payment_terms": v.payment_terms},
         )
     )
     return (
@@ -282,7 +284,9 @@ def doc_row(v: DocumentView) -> tuple[Any, ...]:
 
 def view_from_row(row: Sequence[Any]) -> DocumentView:
     """The fold's view back from a documents row (``doc_row``'s inverse)."""
-    customer, lines, notes, writes = _unpack(row[22])
+    parts = _unpack(row[22])
+    customer, lines, notes, writes = parts[:4]
+    extra: dict[str, Any] = parts[4] if len(parts) > 4 else {}
     return DocumentView(
         doc_id=row[0],
         kind=row[1],
@@ -301,6 +305,8 @@ def view_from_row(row: Sequence[Any]) -> DocumentView:
         updated_at=row[15],
         converted_from=row[16],
         converted_to=row[17],
+        credits=extra.get("credits"),
+        payment_terms=extra.get("payment_terms"),
         void_reason=row[18],
         events=row[19],
         last_position=row[20],
@@ -647,6 +653,38 @@ class ViewStore:
             "ORDER BY position, field, kind",
             args,
         )
+
+    def credit_notes(self) -> list[dict[str, Any]]:
+        """Each credit note with the invoice it corrects (``credits`` is kept in
+        the state blob, so older views files need no new column)."""
+        rows = self.conn.execute(
+            "SELECT doc_id, number, status, customer, currency, total, state FROM documents "
+            "WHERE kind = 'credit_note' ORDER BY number, doc_id"
+        ).fetchall()
+        out: list[dict[str, Any]] = []
+        for doc_id, number, status, customer, currency, total, state in rows:
+            parts = _unpack(state)
+            credits = parts[4].get("credits") if len(parts) > 4 else None
+            inv = (
+                self.conn.execute(
+                    "SELECT number FROM documents WHERE doc_id = ?", (credits,)
+                ).fetchone()
+                if credits
+                else None
+            )
+            out.append(
+                {
+                    "doc_id": doc_id,
+                    "number": number,
+                    "status": status,
+                    "customer": customer,
+                    "total": total,
+                    "currency": currency,
+                    "credits": credits,
+                    "invoice_number": inv[0] if inv else None,
+                }
+            )
+        return out
 
     def counts(self) -> dict[str, int]:
         c = self.conn

@@ -521,6 +521,7 @@ async def _cmd_process(args: argparse.Namespace) -> int:
                 rule_values=rule_overrides(args),
                 dry_run=args.dry_run,
                 reporter=rep,
+                einvoice=args.einvoice,
             )
     if run.result is None:
         _plan_output(run.plan, run.scenario, args.json)
@@ -644,6 +645,11 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
     p.add_argument("--progress", action="store_true", help="progress bars even when piped")
     p.add_argument("--today", type=_date_arg, help="resolve relative periods as of DATE")
+    p.add_argument(
+        "--einvoice",
+        choices=("ubl", "facturx"),
+        help="also e-invoices: facturx (the PDF is a Factur-X PDF/A-3) or ubl (an .xml beside it)",
+    )
     add_delivery_args(p)
     add_home_args(p)
     add_json_arg(p)

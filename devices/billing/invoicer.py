@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from devices.billing.plan import Work
 from engine.document import DocumentView
 from engine.errors import SynvoiceError
+from engine.schema.settings import SellerSet
 
 NOTE_PREFIX = "Sale "
 NUMBER_ROUNDS = 20  # distributed mode: numbering may need a few sync rounds (epoch runway)
@@ -147,6 +148,12 @@ class AgentBackend:
 
     async def issue(self, doc_id: str) -> None:
         await self.agent.issue(doc_id)
+
+    async def seller(self) -> SellerSet | None:
+        """The seller profile this device last synced."""
+        from devices.seller import read_seller
+
+        return await read_seller(self.agent.store)
 
     async def sync(self) -> None:
         await self._online()

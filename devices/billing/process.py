@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,6 +44,7 @@ from devices.billing.render import (
 from engine.document import DocumentView
 from engine.errors import SynvoiceError
 from engine.schema.common import Line, totals
+from engine.schema.settings import SellerSet
 
 CREATE_CHUNK = 200  # invoices created concurrently on the agent (one store transaction)
 
@@ -90,6 +91,12 @@ class RunContext:
     cfg: BillingConfig
     scenario: str | None
     today: date
+    seller: SellerSet | None = None  # the profile in force (else the configured company)
+    einvoice: str | None = None  # also write this e-invoice format ("ubl" | "facturx")
+
+    @property
+    def seller_profile(self) -> SellerSet:
+        return self.seller or SellerSet(legal_name=self.cfg.company)
 
 
 def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
@@ -99,7 +106,7 @@ def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
     path = ctx.home.pdf_dir / f"invoice-{doc.number}-{ids.safe_name(sale.sale_id)}.pdf"
     mail = None
     if work.action == "email" and sale.customer.email:
-        company = ctx.cfg.company
+        company = ctx.seller_profile.legal_name
         mail = Mail(
             sender=ctx.cfg.smtp_from,
             to=sale.customer.email,
@@ -116,7 +123,7 @@ def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
             number=doc.number,
             issue_date=date.fromisoformat(doc.issue_date) if doc.issue_date else ctx.today,
             due_date=date.fromisoformat(doc.due_date) if doc.due_date else None,
-            company=ctx.cfg.company,
+            seller=ctx.seller_profile,
             customer=doc.customer or sale.customer.model_dump(mode="json"),
             lines=lines,
             currency=doc.currency,
@@ -125,6 +132,7 @@ def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
         ),
         str(path),
         mail,
+        ctx.einvoice,
     )
 
 
@@ -185,6 +193,10 @@ async def run(
 
     # 1. create the invoices that do not exist yet, in one offline batch on the agent
     await backend.begin()
+    if ctx.seller is None:
+        seller = getattr(backend, "seller", None)  # the synced profile (test backends have none)
+        if seller is not None:
+            ctx = replace(ctx, seller=await seller())
     due = ctx.today + timedelta(days=ctx.cfg.due_days)
     created: dict[str, DocumentView] = {}
     doc_of: dict[str, str] = {}  # sale id -> the doc id of its invoice

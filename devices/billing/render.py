@@ -14,7 +14,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from devices.billing import fonts
 from devices.billing.delivery import build_message
+from devices.billing.einvoice import facturx_pdf, ubl_xml
 from devices.billing.pdf import InvoiceData, render
 
 AUTO_PROCESS_MIN = 100  # below this many invoices, worker processes cost more than they save
@@ -34,6 +36,7 @@ class RenderJob:
     data: InvoiceData
     path: str
     mail: Mail | None  # None: print or create only
+    einvoice: str | None = None  # "facturx": the PDF is a Factur-X; "ubl": an .xml beside it
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,13 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def prepare(job: RenderJob) -> Prepared:
-    pdf = render(job.data)
     path = Path(job.path)
+    if job.einvoice == "facturx":
+        pdf = facturx_pdf(job.data)
+    else:
+        pdf = render(job.data)
+    if job.einvoice == "ubl":
+        write_atomic(path.with_suffix(".xml"), ubl_xml(job.data))
     write_atomic(path, pdf)
     if job.mail is None:
         return Prepared(job.path, None)
@@ -69,5 +77,10 @@ def process_count(setting: int, jobs: int) -> int:
 
 def process_pool(n: int) -> Executor:
     # forkserver: the billing process runs threads (SQLite, SMTP); forking it
-    # directly could copy a lock held by one of them into the child.
-    return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("forkserver"))
+    # directly could copy a lock held by one of them into the child. Each worker
+    # parses the fonts once, before its first invoice.
+    return ProcessPoolExecutor(
+        max_workers=n,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=fonts.warm,
+    )

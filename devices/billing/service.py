@@ -248,6 +248,7 @@ async def run_plan(
     today: date,
     backend: InvoiceBackend,
     reporter: process.Reporter | None = None,
+    einvoice: str | None = None,
 ) -> process.RunResult:
     """Run a plan (the caller holds ``home.lock()`` from planning to here)."""
     s.home.pdf_dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +256,7 @@ async def run_plan(
         plan,
         backend=backend,
         link=s.need_link(),
-        ctx=process.RunContext(s.home, cfg, scenario, today),
+        ctx=process.RunContext(s.home, cfg, scenario, today, einvoice=einvoice),
         reporter=reporter,
     )
     await s.refresh()
@@ -280,6 +281,7 @@ async def process_scenario(
     rule_values: Mapping[str, Any] | None = None,
     dry_run: bool = False,
     reporter: process.Reporter | None = None,
+    einvoice: str | None = None,
 ) -> ProcessRun:
     """Fetch a scenario's sales and process them (or only plan, for a dry run).
 
@@ -298,7 +300,14 @@ async def process_scenario(
             if dry_run:
                 return ProcessRun(sc, plan, None)
             res = await run_plan(
-                s, plan, cfg, scenario=sc.name, today=today, backend=backend, reporter=reporter
+                s,
+                plan,
+                cfg,
+                scenario=sc.name,
+                today=today,
+                backend=backend,
+                reporter=reporter,
+                einvoice=einvoice,
             )
             return ProcessRun(sc, plan, res)
         finally:

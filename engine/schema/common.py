@@ -7,7 +7,8 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Kind = Literal["invoice", "quote", "estimate"]
+# A credit note corrects an issued invoice (EN 16931 type code 381); its own series.
+Kind = Literal["invoice", "quote", "estimate", "credit_note"]
 KINDS: tuple[str, ...] = get_args(Kind)
 UserMode = Literal["single", "centralized", "distributed"]
 USER_MODES: tuple[str, ...] = get_args(UserMode)
@@ -35,6 +36,7 @@ class Customer(Model):
     email: str | None = Field(default=None, max_length=254)
     address: str | None = Field(default=None, max_length=1000)
     tax_id: str | None = Field(default=None, max_length=64)
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2
 
 
 _Money = Decimal

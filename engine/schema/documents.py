@@ -22,6 +22,8 @@ class DocumentCreated(Model):
     due_date: date | None = None
     notes: str | None = Field(default=None, max_length=4000)
     converted_from: uuid.UUID | None = None  # the quote/estimate this invoice came from
+    credits: uuid.UUID | None = None  # a credit note: the issued invoice it corrects
+    payment_terms: str | None = Field(default=None, max_length=500)  # overrides the seller's
     # A number typed although the device knew it was in use (a duplicate acknowledged);
     # absent (not false) otherwise, so other events keep their canonical form.
     forced: bool = Field(default=False, exclude_if=lambda v: not v)

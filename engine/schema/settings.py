@@ -95,6 +95,28 @@ class LogRolledBack(Model):
     reason: str
 
 
+class SellerSet(Model):
+    """The business's own details, printed on every document and exported in
+    e-invoices. Each event carries the whole profile and replaces the one before
+    (the last in log order is in force). Device-origin: any enrolled device of
+    the business may set it (``synvoice seller set``), and the event records who
+    did; documents keep their own overrides (payment terms, notes)."""
+
+    legal_name: str = Field(min_length=1, max_length=200)
+    address: str | None = Field(default=None, max_length=1000)  # street, postcode and city lines
+    country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")  # ISO 3166-1 alpha-2
+    vat_id: str | None = Field(default=None, pattern=r"^[A-Z]{2}[A-Za-z0-9+*.]{2,13}$")
+    tax_id: str | None = Field(default=None, max_length=64)  # national tax number
+    registration: str | None = Field(default=None, max_length=200)  # e.g. "HRB 12345, Berlin"
+    email: str | None = Field(default=None, max_length=254)
+    phone: str | None = Field(default=None, max_length=50)
+    iban: str | None = Field(default=None, pattern=r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$")
+    bic: str | None = Field(default=None, pattern=r"^[A-Z0-9]{8}([A-Z0-9]{3})?$")
+    payment_terms: str | None = Field(default=None, max_length=500)
+    # A small PNG or JPEG, base64: every device prints the same logo.
+    logo: str | None = Field(default=None, max_length=96_000, pattern=r"^[A-Za-z0-9+/=]+$")
+
+
 class EpochOpened(Model):
     """Distributed numbering: in ``[start, end]`` user with slot k numbers
     ``start + (k-1) + j*increment`` (see ``engine.numbering``)."""
@@ -124,6 +146,7 @@ for _spec in (
     EventSpec("settings.integration_added", IntegrationAdded, origin="engine", document=False),
     EventSpec("settings.integration_removed", IntegrationRemoved, origin="engine", document=False),
     EventSpec("settings.log_rolled_back", LogRolledBack, origin="engine", document=False),
+    EventSpec("settings.seller_set", SellerSet, document=False),
     EventSpec("numbering.epoch_opened", EpochOpened, origin="engine", document=False),
     EventSpec("numbering.epoch_extended", EpochExtended, origin="engine", document=False),
 ):

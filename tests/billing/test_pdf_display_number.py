@@ -1,16 +1,15 @@
-"""The PDF prints the series' display number when it is given (the hook for
-number patterns); the bare number otherwise."""
+"""The PDF prints the series' display number when it is given (number
+patterns); the bare number otherwise."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from datetime import date
-from decimal import Decimal
 
 from pypdf import PdfReader
 
 from devices.billing.pdf import InvoiceData, render
-from engine.schema.common import Line
+from tests.billing.test_documents_pdf import doc
 
 
 def _text(inv: InvoiceData) -> str:
@@ -18,16 +17,8 @@ def _text(inv: InvoiceData) -> str:
 
 
 def test_pdf_prints_the_display_number() -> None:
-    inv = InvoiceData(
-        number=42,
-        issue_date=date(2026, 3, 4),
-        due_date=None,
-        company="Synvoice GmbH",
-        customer={"name": "Acme"},
-        lines=[Line(description="Work", quantity=Decimal(1), unit_price=Decimal(10))],
-        currency="EUR",
-        display_number="INV-2026-0042",
-    )
-    assert "Invoice INV-2026-0042" in _text(inv)
-    bare = InvoiceData(**{**inv.__dict__, "display_number": None})
-    assert "Invoice 42" in _text(bare)
+    inv = dataclasses.replace(doc("Acme", "1 Road", "Work"), display_number="INV-2026-0042")
+    text = _text(inv)
+    assert "INV-2026-0042" in text
+    bare = _text(dataclasses.replace(inv, display_number=None))
+    assert "INV-2026-0042" not in bare and "42" in bare

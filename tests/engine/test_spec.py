@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +62,24 @@ SAMPLES: dict[str, Any] = {
         name="erp", credential_id="0" * 32
     ),
     "settings.integration_removed": settings_schema.IntegrationRemoved(name="erp"),
+    "settings.seller_set": settings_schema.SellerSet(
+        legal_name="Muster GmbH", country="DE", vat_id="DE123456789", iban="DE89370400440532013000"
+    ),
+    "settings.log_rolled_back": settings_schema.LogRolledBack(
+        after=10, skipped_to=14, reason="restored a backup"
+    ),
     "numbering.epoch_opened": settings_schema.EpochOpened(
         kind="invoice", epoch=1, start=1, increment=2, slots={"alice": 1, "bob": 2}, end=200
     ),
     "numbering.epoch_extended": settings_schema.EpochExtended(kind="invoice", epoch=1, end=300),
+    "settings.team_size_set": settings_schema.TeamSizeSet(size=3, previous=2),
+    "settings.number_pattern_set": settings_schema.NumberPatternSet(
+        kind="invoice",
+        pattern="INV-{YYYY}-{SEQ:4}",
+        reset="yearly",
+        tz="Europe/Berlin",
+        since=datetime(2026, 1, 1, tzinfo=UTC),
+    ),
     "sale.recorded": billing.SaleRecorded(
         sale_id="OPP-1", customer=_CUSTOMER, lines=_LINES, stage="Closed/Won"
     ),

@@ -1,0 +1,189 @@
+"""Documents out of any device: PDF, e-mail, e-invoice, and credit notes.
+
+The same renderer (``devices.billing.pdf``), e-invoice writer
+(``devices.billing.einvoice``) and SMTP delivery (``devices.billing.delivery``
+with ``devices.billing.config``) as batch billing: a document looks the same
+whichever tool made it. Works on the device's local view (offline too); the
+seller profile is the last one the device synced.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from devices.billing.config import BillingConfig
+from devices.billing.delivery import DeliveryError, SmtpSender, build_message, check_address
+from devices.billing.einvoice import EInvoiceError, export
+from devices.billing.pdf import InvoiceData, UnprintableText, money, render
+from devices.billing.render import write_atomic
+from devices.seller import read_seller
+from engine.document import DocumentView
+from engine.errors import SynvoiceError
+from engine.schema.common import Line, totals
+from engine.schema.settings import SellerSet
+
+
+def credit_notes_of(docs: Sequence[DocumentView], invoice_id: str) -> list[DocumentView]:
+    """The credit notes that correct ``invoice_id``, oldest first."""
+    found = [d for d in docs if d.kind == "credit_note" and d.credits == invoice_id]
+    return sorted(found, key=lambda d: (d.created_at or "", d.doc_id))
+
+
+def invoice_data(
+    view: DocumentView,
+    seller: SellerSet,
+    docs: Sequence[DocumentView],
+    today: date,
+    display_number: str | None = None,
+) -> InvoiceData:
+    """What the renderer needs for one document (``docs``: the device's others,
+    for the credit-note links both ways)."""
+    if not view.number:
+        raise SynvoiceError(
+            "conflict", f"{view.kind} {view.doc_id[:8]} has no number yet (synvoice device assign)"
+        )
+    credited: int | None = None
+    if view.credits:
+        inv = next((d for d in docs if d.doc_id == view.credits), None)
+        credited = inv.number if inv else None
+    notes = [d.number for d in credit_notes_of(docs, view.doc_id) if d.number]
+    return InvoiceData(
+        number=view.number,
+        issue_date=date.fromisoformat(view.issue_date) if view.issue_date else today,
+        due_date=date.fromisoformat(view.due_date) if view.due_date else None,
+        seller=seller,
+        customer=view.customer or {"name": "-"},
+        lines=[Line.model_validate(x) for x in view.lines],
+        currency=view.currency,
+        kind=view.kind,
+        notes=view.notes,
+        payment_terms=view.payment_terms,
+        credits_number=credited,
+        credit_notes=notes,
+        display_number=display_number,
+    )
+
+
+async def seller_of(agent: Any) -> SellerSet:
+    seller = await read_seller(agent.store)
+    if seller is None:
+        raise SynvoiceError(
+            "not_found",
+            "no seller profile yet: set it with synvoice seller set --legal-name NAME ...",
+        )
+    return seller
+
+
+async def data_of(agent: Any, doc_id: str, today: date | None = None) -> InvoiceData:
+    view: DocumentView = agent.document(doc_id)
+    if view.status == "void":
+        raise SynvoiceError("conflict", f"{view.kind} {view.number} is void")
+    return invoice_data(
+        view,
+        await seller_of(agent),
+        agent.documents(),
+        today or date.today(),
+        agent.display_number(view),  # the series' pattern, e.g. INV-2026-0042
+    )
+
+
+def file_name(data: InvoiceData, suffix: str = ".pdf") -> str:
+    return f"{data.kind.replace('_', '-')}-{data.number}{suffix}"
+
+
+def _render(data: InvoiceData) -> bytes:
+    try:
+        return render(data)
+    except UnprintableText as exc:
+        raise SynvoiceError("bad_request", f"cannot print {data.heading}: {exc}") from None
+
+
+async def write_pdf(agent: Any, doc_id: str, out: Path | None = None) -> Path:
+    data = await data_of(agent, doc_id)
+    path = out or Path(file_name(data))
+    write_atomic(path, _render(data))
+    return path
+
+
+async def write_einvoice(agent: Any, doc_id: str, fmt: str, out: Path | None = None) -> Path:
+    data = await data_of(agent, doc_id)
+    try:
+        body, suffix = export(data, fmt)
+    except (EInvoiceError, UnprintableText) as exc:
+        raise SynvoiceError("bad_request", f"{data.heading}: {exc}") from None
+    path = out or Path(file_name(data, suffix if fmt == "ubl" else ".facturx.pdf"))
+    write_atomic(path, body)
+    return path
+
+
+@dataclass(frozen=True)
+class Sent:
+    to: str
+    pdf_name: str
+
+
+def send_blocking(data: InvoiceData, doc_id: str, to: str, cfg: BillingConfig) -> Sent:
+    """Render and e-mail one document (blocking: SMTP I/O)."""
+    problem = check_address(to)
+    if problem:
+        raise SynvoiceError("bad_request", problem)
+    pdf = _render(data)
+    name = file_name(data)
+    seller = data.seller.legal_name
+    total = money(totals(data.lines)[2])
+    body = (
+        f"Dear {data.customer.get('name', 'customer')},\n\nplease find attached "
+        f"{data.heading.lower()} of {data.issue_date.isoformat()} for {data.currency} {total}.\n\n"
+        f"Kind regards,\n{seller}\n"
+    )
+    msg = build_message(
+        cfg.smtp_from,
+        to,
+        f"{data.heading} from {seller}",
+        body,
+        pdf,
+        name,
+        f"<{doc_id}.{uuid.uuid4().hex[:8]}@synvoice>",  # each sending is a new message
+    )
+    sender = SmtpSender(cfg)
+    try:
+        sender.send(msg, to)
+    except DeliveryError as exc:
+        raise SynvoiceError("unavailable", str(exc)) from None
+    finally:
+        sender.close()
+    return Sent(to, name)
+
+
+async def credit(agent: Any, invoice_id: str, line_numbers: Sequence[int] = ()) -> DocumentView:
+    """A credit note for an issued invoice: all its lines, or the chosen ones (1-based)."""
+    inv: DocumentView = agent.document(invoice_id)
+    if inv.kind != "invoice":
+        raise SynvoiceError("bad_request", f"only invoices are credited, not a {inv.kind}")
+    if inv.status != "issued":
+        raise SynvoiceError(
+            "conflict", f"invoice {inv.number or inv.doc_id[:8]} is {inv.status}, not issued"
+        )
+    lines = list(inv.lines)
+    if line_numbers:
+        bad = [n for n in line_numbers if not 1 <= n <= len(lines)]
+        if bad:
+            raise SynvoiceError(
+                "bad_request", f"invoice {inv.number} has lines 1..{len(lines)}, not {bad[0]}"
+            )
+        lines = [lines[n - 1] for n in dict.fromkeys(line_numbers)]
+    view: DocumentView = await agent.create(
+        "credit_note",
+        inv.customer,
+        lines,
+        currency=inv.currency,
+        issue_date=date.today(),
+        notes=f"Credit note for invoice {inv.number}",
+        credits=inv.doc_id,
+    )
+    return view

@@ -1,0 +1,153 @@
+"""Documents out of a device on a real engine: seller profile, PDF, credit notes,
+e-invoices and e-mail through a real SMTP server (aiosmtpd on loopback)."""
+
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.cli import main
+from tests.support.billing import Smtp
+from tests.support.devices import enroll_token
+from tests.support.einvoice import all_errors
+from tests.support.harness import EngineHarness
+from tests.support.pdftext import pdf_text
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+async def test_seller_pdf_credit_note_einvoice_and_mail(
+    tmp_path: Path,
+    engine: EngineHarness,
+    smtp: Smtp,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        return await asyncio.to_thread(_run, list(argv), capsys)
+
+    admin = await engine.admin()
+    home = str(tmp_path / "tablet")
+    code, _, err = await cli(
+        "device", "init", "--home", home, "--token", await enroll_token(admin, engine.url, "alice")
+    )
+    assert code == 0, err
+    base = ["--home", home]
+
+    code, out, _ = await cli("seller", "show", *base)
+    assert code == 0 and "no seller profile" in out
+    code, out, err = await cli("device", "pdf", *base, "invoice:1")
+    assert code != 0
+    # bad values are refused on one line, and nothing is recorded
+    code, _, err = await cli("seller", "set", *base, "--legal-name", "X", "--iban", "not-an-iban")
+    assert code != 0 and "iban" in err and len(err.strip().splitlines()) == 1
+    code, _, err = await cli("seller", "set", *base, "--country", "DE")
+    assert code != 0 and "legal name" in err
+    code, out, err = await cli(
+        "seller", "set", *base, "--legal-name", "Beispiel Beratung GmbH",
+        "--address", "Hauptstraße 1\n10115 Berlin", "--country", "DE",
+        "--vat-id", "DE123456789", "--iban", "DE89370400440532013000", "--bic", "COBADEFFXXX",
+        "--payment-terms", "14 Tage netto", "--email", "rechnung@beispiel.test",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, _ = await cli("seller", "show", *base, "--json")
+    assert json.loads(out)["vat_id"] == "DE123456789"
+
+    code, out, err = await cli(
+        "device", "create", *base, "--customer", "Ελληνική Εταιρεία Α.Ε.", "--country", "GR",
+        "--address", "Οδός Ερμού 10\nΑθήνα", "--email", "logistirio@example.test",
+        "--line", "Συμβουλευτικές υπηρεσίες:2:150:24", "--line", "Ταξίδι:1:80:24",
+        "--payment-terms", "Πληρωμή εντός 10 ημερών",
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = await cli("device", "credit", *base, "invoice:1")
+    assert code != 0 and "not issued" in err  # a draft is edited, not credited
+    assert (await cli("device", "issue", *base, "invoice:1"))[0] == 0
+
+    pdf = tmp_path / "inv.pdf"
+    code, out, err = await cli("device", "pdf", *base, "invoice:1", "--out", str(pdf))
+    assert code == 0, err
+    text = pdf_text(pdf.read_bytes())
+    for part in (
+        "Invoice 1",
+        "Ελληνική Εταιρεία Α.Ε.",
+        "Συμβουλευτικές υπηρεσίες",
+        "Beispiel Beratung GmbH",
+        "VAT ID DE123456789",
+        "IBAN DE89370400440532013000",
+        "Payment terms: Πληρωμή εντός 10 ημερών",  # the document's own, not the seller's
+    ):
+        assert part in text, part
+
+    code, out, err = await cli("device", "credit", *base, "invoice:1", "--line", "2", "--json")
+    assert code == 0, err
+    cn = json.loads(out)
+    assert cn["kind"] == "credit_note" and cn["number"] == 1 and cn["total"] == "99.20"
+    code, out, _ = await cli("device", "credit", *base, "invoice:1", "--line", "3")
+    assert code != 0
+    code, out, _ = await cli("device", "show", *base, "invoice:1")
+    assert "credited by credit_note 1" in out
+    code, out, _ = await cli("device", "show", *base, "credit_note:1", "--json")
+    assert json.loads(out)["credits"] == cn["credits"]
+    code, out, _ = await cli("device", "pdf", *base, "credit_note:1", "--out", str(pdf))
+    assert "Credit note for invoice 1" in pdf_text(pdf.read_bytes())
+
+    # the auditor's replay of the log lists the credit note with its invoice
+    log = str(engine.server.config.data_dir / "log.sqlite")
+    code, out, err = await cli("replay", log, "--json", "--no-progress")
+    assert code == 0, err
+    (row,) = json.loads(out)["credit_notes"]
+    assert (row["number"], row["invoice_number"], row["total"]) == (1, 1, "99.20")
+
+    for ref in ("invoice:1", "credit_note:1"):
+        for fmt in ("ubl", "facturx"):
+            out_file = tmp_path / f"{ref.replace(':', '-')}.{fmt}"
+            code, out, err = await cli(
+                "device", "einvoice", *base, ref, "--format", fmt, "--out", str(out_file)
+            )
+            assert code == 0, err
+            data = out_file.read_bytes()
+            if fmt == "facturx":
+                import io
+
+                from pypdf import PdfReader
+
+                data = PdfReader(io.BytesIO(data)).attachments["factur-x.xml"][0]
+            assert all_errors(data) == [], (ref, fmt)
+    code, _, err = await cli("device", "create", *base, "--kind", "quote", "--customer", "Hooli")
+    code, _, err = await cli("device", "einvoice", *base, "quote:1", "--format", "ubl")
+    assert code != 0 and "not an invoice or credit note" in err
+    code, _, err = await cli("device", "pdf", *base, "quote:1", "--out", str(pdf))
+    assert code == 0 and "Quote 1" in pdf_text(pdf.read_bytes())
+
+    monkeypatch.setenv("SYNVOICE_SMTP_HOST", smtp.host)
+    monkeypatch.setenv("SYNVOICE_SMTP_PORT", str(smtp.port))
+    code, out, err = await cli("device", "send", *base, "invoice:1")
+    assert code == 0 and "logistirio@example.test" in out, err
+    msg = smtp.inbox.parsed()[-1]
+    assert "Invoice 1" in str(msg["Subject"]) or "=?utf-8?" in str(msg["Subject"])
+    parts = [p for p in msg.walk() if p.get_content_type() == "application/pdf"]
+    payload = parts[0].get_payload(decode=True)
+    assert isinstance(payload, bytes) and "Ελληνική" in pdf_text(payload)
+    code, _, err = await cli("device", "send", *base, "credit_note:1", "--to", "bad address")
+    assert code != 0 and "invalid e-mail" in err
+
+    # another device of the business prints the same seller after its sync
+    home2 = str(tmp_path / "laptop")
+    await cli(
+        "device", "init", "--home", home2, "--token", await enroll_token(admin, engine.url, "bob")
+    )
+    code, out, _ = await cli("seller", "show", "--home", home2, "--json")
+    assert json.loads(out)["legal_name"] == "Beispiel Beratung GmbH"
