@@ -9,7 +9,6 @@ External broker (``--nats-url``): used as it is; its operator secures it.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ from engine import brokerauth, brokermanager, plugins
 from engine.anchor import Anchor
 from engine.config import EngineConfig
 from engine.core import EngineCore
+from engine.datalock import LOCK_FILE, try_lock
 from engine.messages import EmbeddedBrokerStatus
 from engine.natsproc import (
     DEFAULT_CONFIG,
@@ -386,7 +386,7 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     """Hold DATA/engine.lock for the engine's lifetime: a second engine on the
     same folder is refused. An flock ends with the process that holds it, so a
     killed engine leaves no stale lock behind."""
-    f = _try_lock(data_dir / "engine.lock")
+    f = try_lock(data_dir / LOCK_FILE)
     if isinstance(f, int):
         who = f" (pid {f})" if f else ""  # 0: it has not written its pid yet
         raise RuntimeError(f"data folder {data_dir} is in use by another engine{who}")
@@ -394,24 +394,10 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
     return f
 
 
-def _try_lock(path: Path) -> IO[str] | int:
-    """The locked file, or the pid its holder wrote into it (0: unknown)."""
-    # "a+": opening must not truncate the holder's pid before we know we hold it.
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        text = f.read().strip()
-        f.close()
-        return int(text) if text.isdigit() else 0
-    return f
-
-
 async def _wait_lock(path: Path, message: str) -> IO[str]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LOCK_WAIT
-    while isinstance(f := _try_lock(path), int):
+    while isinstance(f := try_lock(path), int):
         if loop.time() > deadline:
             raise RuntimeError(message.format(pid=f, dir=path.parent))
         await asyncio.sleep(0.05)
