@@ -68,3 +68,7 @@ def test_cli_warns_and_forces(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 0 and "invoice 17" in out
     code, out, _ = run(["device", "duplicates", *base, "--json"], capsys)
     assert [len(d["documents"]) for d in json.loads(out)] == [3]
+    code, out, _ = run(["device", "status", *base], capsys)
+    assert code == 0 and "invoice series" in out and "from the server" in out
+    code, out, _ = run(["device", "list", *base, "--json"], capsys)
+    assert sorted(d["display_number"] for d in json.loads(out)) == ["17", "17", "17"]
