@@ -8,7 +8,7 @@ DATA ?= ./data
 
 NODE_DIR := tests/node
 
-.PHONY: serve test lint bench demo clean node-deps
+.PHONY: serve test lint bench demo clean node-deps chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,13 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 		echo "npm not found: the Node client tests (tests/node) will not run"; \
 	fi
 
-test: $(VENV)/.installed node-deps
+test: $(VENV)/.installed node-deps chromium
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's chromium through Playwright
+# (executable_path; never `playwright install`, which downloads a browser).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check engine devices projections tests

@@ -96,7 +96,8 @@ def file_name(data: InvoiceData, suffix: str = ".pdf") -> str:
     return f"{data.kind.replace('_', '-')}-{data.number}{suffix}"
 
 
-def _render(data: InvoiceData) -> bytes:
+def render_pdf(data: InvoiceData) -> bytes:
+    """The document's PDF; text no embedded font can print is a clear refusal."""
     try:
         return render(data)
     except UnprintableText as exc:
@@ -106,7 +107,7 @@ def _render(data: InvoiceData) -> bytes:
 async def write_pdf(agent: Any, doc_id: str, out: Path | None = None) -> Path:
     data = await data_of(agent, doc_id)
     path = out or Path(file_name(data))
-    write_atomic(path, _render(data))
+    write_atomic(path, render_pdf(data))
     return path
 
 
@@ -132,7 +133,7 @@ def send_blocking(data: InvoiceData, doc_id: str, to: str, cfg: BillingConfig) -
     problem = check_address(to)
     if problem:
         raise SynvoiceError("bad_request", problem)
-    pdf = _render(data)
+    pdf = render_pdf(data)
     name = file_name(data)
     seller = data.seller.legal_name
     total = money(totals(data.lines)[2])

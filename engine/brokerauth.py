@@ -48,7 +48,7 @@ SERVER_FILE = "broker.conf"
 
 # What a device may publish: exactly the engine's device requests.
 DEVICE_PUBLISH = (protocol.PUSH, protocol.PULL, protocol.NUMBERS, protocol.STATUS)
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # one NATS subject token
+TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # one NATS subject token
 # Service discovery of the engine (nats.micro): $SRV.PING|INFO|STATS, for all
 # services, by name, and by instance. The engine answers to inboxes only.
 DISCOVERY = tuple(
@@ -84,7 +84,7 @@ def integration_password(admin_secret: bytes, name: str, credential_id: str) -> 
 
 def inbox_prefix(user: str) -> str | None:
     """The reply-inbox prefix a broker user must use (None: not subject-safe)."""
-    return f"_INBOX.{user}" if _TOKEN.match(user) else None
+    return f"_INBOX.{user}" if TOKEN.match(user) else None
 
 
 # --- permissions and the generated file (pure) -----------------------------------------
@@ -98,7 +98,8 @@ def device_permissions(device_id: str) -> dict[str, Any]:
 
 
 def integration_permissions(name: str) -> dict[str, Any]:
-    s = protocol.STREAM
+    """Read the mirror in the integration's own account (see "accounts" below)."""
+    s = protocol.INTEGRATION_STREAM
     api = "$JS.API"
     return {
         "publish": {
@@ -131,6 +132,93 @@ def _no_rights() -> dict[str, Any]:
     return {"publish": {"deny": [">"]}, "subscribe": {"deny": [">"]}}
 
 
+# --- accounts: integrations are isolated from the engine's subjects ----------------------
+#
+# nats-server does not check the deliver subject of a push consumer against the
+# creating user's permissions, nor can a subject permission see a consumer's
+# config: with the engine's account, an integration could have the broker deliver
+# the stream into ``synvoice.v1.head``, a device's inbox or the engine's push
+# subject, and use other integrations' consumers. So each integration gets an
+# account of its own: the engine's account (SYNVOICE) exports only what an
+# integration needs (the sales intake, the head notification, and, for its
+# account alone, what a mirror of SYNVOICE_EVENTS needs); the engine keeps that
+# mirror in the integration's account under the same stream name. Whatever an
+# integration does with JetStream then happens in its own account: its consumers
+# are its own and can deliver nowhere else.
+
+ENGINE_ACCOUNT = "SYNVOICE"
+MIRROR_API = "$JS.synvoice.API"  # the engine account's consumer API, as integrations import it
+MIRROR_USER_PREFIX = "synvoice-mirror-"  # the engine's own user in an integration's account
+
+
+def integration_account(name: str) -> str:
+    return f"integration-{name}"
+
+
+def mirror_user(name: str) -> str:
+    return MIRROR_USER_PREFIX + name
+
+
+def mirror_password(admin_secret: bytes, name: str) -> str:
+    return derive(admin_secret, f"nats:mirror:{name}")
+
+
+def mirror_deliver(name: str) -> str:
+    return f"synvoice.mirror.{name}"
+
+
+def _engine_exports(names: list[str]) -> list[dict[str, Any]]:
+    s = protocol.STREAM
+    out: list[dict[str, Any]] = [
+        {"service": protocol.BILLING_SALES_IN},
+        {"stream": protocol.HEAD},
+    ]
+    if names:
+        accounts = [integration_account(n) for n in names]
+        for subject in (
+            f"$JS.API.CONSUMER.CREATE.{s}",
+            f"$JS.API.CONSUMER.CREATE.{s}.>",
+            f"$JS.API.CONSUMER.INFO.{s}.>",
+            f"$JS.API.CONSUMER.DELETE.{s}.>",
+            f"$JS.FC.{s}.>",
+        ):
+            out.append({"service": subject, "accounts": accounts})
+        for n in names:
+            out.append({"stream": mirror_deliver(n) + ".>", "accounts": [integration_account(n)]})
+    return out
+
+
+def _integration_imports(name: str) -> list[dict[str, Any]]:
+    s = protocol.STREAM
+    eng = ENGINE_ACCOUNT
+    out: list[dict[str, Any]] = [
+        {"service": {"account": eng, "subject": protocol.BILLING_SALES_IN}},
+        {"stream": {"account": eng, "subject": protocol.HEAD}},
+        {"stream": {"account": eng, "subject": mirror_deliver(name) + ".>"}},
+        {"service": {"account": eng, "subject": f"$JS.FC.{s}.>"}},
+    ]
+    for tail in (f"CREATE.{s}", f"CREATE.{s}.>", f"INFO.{s}.>", f"DELETE.{s}.>"):
+        out.append(
+            {
+                "service": {"account": eng, "subject": f"$JS.API.CONSUMER.{tail}"},
+                "to": f"{MIRROR_API}.CONSUMER.{tail}",
+            }
+        )
+    return out
+
+
+def mirror_permissions() -> dict[str, Any]:
+    """The engine's user in an integration's account: creates and inspects the
+    mirror stream, nothing else (the mirror's own traffic is the server's)."""
+    s = protocol.INTEGRATION_STREAM
+    return {
+        "publish": {
+            "allow": [f"$JS.API.STREAM.CREATE.{s}", f"$JS.API.STREAM.INFO.{s}", "$JS.API.INFO"]
+        },
+        "subscribe": {"allow": ["_INBOX.>"]},
+    }
+
+
 def render_auth(
     *,
     engine_pw: str,
@@ -138,30 +226,54 @@ def render_auth(
     probe_pw: str,
     devices: Iterable[tuple[str, str]],
     integrations: Iterable[tuple[str, str]],
+    mirror_passwords: dict[str, str] | None = None,
 ) -> str:
-    """The ``authorization`` block (nats-server accepts JSON values)."""
+    """The ``accounts`` block (nats-server accepts JSON values): the engine's
+    account with the engine, admin, probe and device users, and one account per
+    integration with its user (and the engine's mirror user when given)."""
     users: list[dict[str, Any]] = [
         {"user": ENGINE_USER, "password": engine_pw},
         {"user": ADMIN_USER, "password": admin_pw},
         {"user": PROBE_USER, "password": probe_pw, "permissions": _no_rights()},
     ]
     for device_id, pw in devices:
-        if not _TOKEN.match(device_id):  # never produce a subject we cannot confine
+        if not TOKEN.match(device_id):  # never produce a subject we cannot confine
             log.warning("device id %r is not subject-safe: no broker user", device_id)
             continue
         perms = device_permissions(device_id)
         users.append({"user": device_id, "password": pw, "permissions": perms})
-    for name, pw in integrations:
-        users.append(
+    ints = [(n, pw) for n, pw in integrations if TOKEN.match(n)]
+    accounts: dict[str, Any] = {
+        ENGINE_ACCOUNT: {
+            "jetstream": "enabled",
+            "users": users,
+            "exports": _engine_exports([n for n, _ in ints]),
+        }
+    }
+    for name, pw in ints:
+        int_users: list[dict[str, Any]] = [
             {
                 "user": integration_user(name),
                 "password": pw,
                 "permissions": integration_permissions(name),
             }
-        )
-    lines = ",\n".join("    " + json.dumps(u, sort_keys=True) for u in users)
+        ]
+        mpw = (mirror_passwords or {}).get(name)
+        if mpw is not None:
+            int_users.append(
+                {"user": mirror_user(name), "password": mpw, "permissions": mirror_permissions()}
+            )
+        accounts[integration_account(name)] = {
+            # One stream (the mirror), bounded consumers and memory.
+            "jetstream": {"max_mem": 64 * 1024 * 1024, "max_streams": 1, "max_consumers": 128},
+            "users": int_users,
+            "imports": _integration_imports(name),
+        }
+    body = ",\n".join(
+        f"  {json.dumps(acc)}: {json.dumps(conf, sort_keys=True)}" for acc, conf in accounts.items()
+    )
     return (
         "# Generated by the Synvoice engine from its state; rewritten on every change.\n"
         "# Do not edit: enroll, revoke and `synvoice integration` change it.\n"
-        f"authorization {{\n  users = [\n{lines}\n  ]\n}}\n"
+        f"accounts {{\n{body}\n}}\n"
     )

@@ -13,24 +13,33 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import protocol
 from engine.brokerauth import (
     ADMIN_USER,
     AUTH_FILE,
     ENGINE_USER,
+    MIRROR_API,
     PROBE_USER,
+    TOKEN,
     admin_password,
     derive,
     device_password,
     engine_password,
     integration_password,
+    mirror_deliver,
+    mirror_password,
+    mirror_user,
     render_auth,
 )
 from engine.errors import SynvoiceError
+
+log = logging.getLogger("synvoice.brokerauth")
 
 if TYPE_CHECKING:
     from engine.core import EngineCore
@@ -115,6 +124,7 @@ class BrokerAuth:
         self._applied = 0
         self._lock = asyncio.Lock()
         self.reloads = 0
+        self._accounts: frozenset[str] = frozenset()  # integrations the broker runs with
 
     @property
     def path(self) -> Path:
@@ -148,6 +158,8 @@ class BrokerAuth:
             for name, cred in sorted(st.integrations.items())
         ]
         self._generation += 1
+        if self.server is None:  # the broker starts with these accounts
+            self._accounts = frozenset(name for name, _ in integrations)
         self.conf_dir.mkdir(parents=True, exist_ok=True)
         write_private(
             self.path,
@@ -157,6 +169,9 @@ class BrokerAuth:
                 probe_pw=self._probe_password(),
                 devices=devices,
                 integrations=integrations,
+                mirror_passwords={
+                    name: mirror_password(self.admin_secret, name) for name, _ in integrations
+                },
             ),
         )
 
@@ -176,8 +191,59 @@ class BrokerAuth:
             if self.server.running:  # else being restarted: it reads the new file
                 self.server.reload()
             await self._wait_for_probe(timeout)
+            accounts = frozenset(self.core.state.integrations)
+            if accounts != self._accounts:
+                # nats-server (2.15) wires the imports of an account that a reload
+                # added only at the next reload: without this one the new
+                # integration's sales requests and mirror get no responders.
+                self.write()
+                if self.server.running:
+                    self.server.reload()
+                await self._wait_for_probe(timeout)
+                self._accounts = accounts
             self.reloads += 1
             self._applied = target
+            await self.ensure_mirrors()
+
+    async def ensure_mirrors(self) -> None:
+        """Create the mirror of the event stream in each integration's account
+        (idempotent: an existing mirror is left as it is)."""
+        import nats
+        from nats.js.api import ExternalStream, StreamConfig, StreamSource
+
+        if self.server is None:
+            return
+        for name in sorted(self.core.state.integrations):
+            if not TOKEN.match(name):
+                continue
+            try:
+                nc = await nats.connect(
+                    self.server.url,
+                    user=mirror_user(name),
+                    password=mirror_password(self.admin_secret, name),
+                    tls=self.tls,
+                    allow_reconnect=False,
+                    connect_timeout=5,
+                )
+            except Exception as exc:
+                log.warning("cannot reach the account of integration %r: %s", name, exc)
+                continue
+            try:
+                js = nc.jetstream()
+                try:
+                    await js.stream_info(protocol.INTEGRATION_STREAM)
+                except Exception:
+                    source = StreamSource(
+                        name=protocol.STREAM,
+                        external=ExternalStream(api=MIRROR_API, deliver=mirror_deliver(name)),
+                    )
+                    await js.add_stream(
+                        StreamConfig(name=protocol.INTEGRATION_STREAM, mirror=source)
+                    )
+            except Exception as exc:
+                log.warning("mirror for integration %r not created: %s", name, exc)
+            finally:
+                await nc.close()
 
     async def _wait_for_probe(self, timeout: float) -> None:
         import nats

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from engine.client import plain, public_url
 from engine.config import EngineConfig
 from engine.errors import SynvoiceError
 from engine.schema.common import KINDS
@@ -184,23 +185,6 @@ async def admin_client(args: argparse.Namespace) -> Any:
         )
     except Exception as exc:
         raise CliError(f"cannot reach the engine at {url}: {exc}") from None
-
-
-def plain(reply: Any) -> Any:
-    """A typed reply as the plain map it is on the wire (for --json and tables)."""
-    import msgspec
-
-    return msgspec.to_builtins(reply)
-
-
-def public_url(client: Any) -> str:
-    """The broker URL the admin client reached, without any user:password in it
-    (a token must never carry the admin's or the engine's broker credentials)."""
-    u = client.nc.connected_url
-    host = u.hostname or "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{u.scheme}://{host}:{u.port or 4222}"
 
 
 async def _cmd_enroll(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from engine import auth, codec, protocol
+from engine import auth, brokerauth, codec, protocol
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.events import Event
@@ -67,6 +67,15 @@ def _raise_refusal(reply: Any) -> None:
         raise SynvoiceError(str(e.get("code")), str(e.get("message")), e.get("details"))
 
 
+def inbox_option(device_id: str) -> dict[str, str]:
+    """``nats.connect`` option for a connection that makes requests as ``device_id``:
+    the engine replies only into the caller's own inbox (``engine.replyto``)."""
+    if device_id == protocol.ADMIN_DEVICE:
+        return {"inbox_prefix": protocol.ADMIN_INBOX}
+    prefix = brokerauth.inbox_prefix(device_id)
+    return {"inbox_prefix": prefix} if prefix is not None else {}
+
+
 class EngineClient:
     def __init__(self, nc: Client, device_id: str, secret: bytes, timeout: float = 10.0) -> None:
         self.nc = nc
@@ -78,9 +87,7 @@ class EngineClient:
     async def connect(
         cls, url: str, device_id: str, secret: bytes, timeout: float = 10.0, **opts: Any
     ) -> EngineClient:
-        if device_id == protocol.ADMIN_DEVICE:
-            opts.setdefault("inbox_prefix", protocol.ADMIN_INBOX)
-        nc = await nats.connect(server_list(url), **opts)
+        nc = await nats.connect(server_list(url), **{**inbox_option(device_id), **opts})
         return cls(nc, device_id, secret, timeout)
 
     @classmethod
@@ -210,3 +217,20 @@ _INTEGRATION_REPLIES: dict[str, type[IntegrationReply]] = {
     "add": IntegrationCredentials,
     "remove": IntegrationRemovedReply,
 }
+
+
+def plain(reply: msgspec.Struct) -> dict[str, Any]:
+    """A typed reply as the plain map it is on the wire (for --json, tables, pages)."""
+    out: dict[str, Any] = msgspec.to_builtins(reply)
+    return out
+
+
+def public_url(client: EngineClient) -> str:
+    """The broker URL the client reached, without any user:password in it (a token
+    must never carry the admin's or the engine's broker credentials)."""
+    u = client.nc.connected_url
+    assert u is not None
+    host = u.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{u.scheme}://{host}:{u.port or 4222}"

@@ -43,8 +43,33 @@ def unpack_untrusted(data: bytes) -> Any:
     try:
         # unpackb caps every length by len(data), so a hostile header cannot
         # make it allocate more than the input itself.
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise SynvoiceError(
             "bad_request", f"body is not valid msgpack: {type(exc).__name__}"
         ) from exc
+    check_depth(obj)
+    return obj
+
+
+# No valid request nests deeper than ~8 levels (request, events, event, data,
+# lines, line). Validators and encoders recurse: a 1,000-level body would reach
+# Python's recursion limit in them, so it is refused here, where it comes in.
+MAX_DEPTH = 32
+
+
+def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
+    """Raise ``bad_request`` if lists/maps in ``obj`` nest deeper than ``limit``
+    (iterative: the check itself must not recurse)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise SynvoiceError("bad_request", f"body nests deeper than {limit} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list | tuple))

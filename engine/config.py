@@ -70,6 +70,12 @@ class EngineConfig:
     max_batch_events: int = _int("MAX_BATCH_EVENTS", 5000)
     pull_limit: int = _int("PULL_LIMIT", 5000)
     pull_max_bytes: int = _int("PULL_MAX_BYTES", 4 * 1024 * 1024)
+    # What one client can make the engine hold (engine.limits): requests in
+    # flight per device, request bytes in flight in all, pull pages being built.
+    limit_per_device: int = _int("LIMIT_PER_DEVICE", 16)
+    limit_device_bytes: int = _int("LIMIT_DEVICE_BYTES", 16 * 1024 * 1024)
+    limit_request_bytes: int = _int("LIMIT_REQUEST_BYTES", 64 * 1024 * 1024)
+    limit_pull_bytes: int = _int("LIMIT_PULL_BYTES", 24 * 1024 * 1024)
     sync: SyncMode = field(
         default_factory=lambda: "full" if _env("SYNC", "full") == "full" else "normal"
     )

@@ -19,7 +19,7 @@ from pydantic import AwareDatetime, BaseModel, Field, PrivateAttr, ValidationErr
 
 import engine.schema  # noqa: F401  (registers every event type)
 from engine.errors import SynvoiceError
-from engine.schema.common import NAME, Kind, Model
+from engine.schema.common import NAME, Int, Kind, Model
 from engine.schema.registry import REGISTRY
 
 # --- envelope ------------------------------------------------------------------------
@@ -30,16 +30,16 @@ P = TypeVar("P", bound=BaseModel)
 class Event(Model):
     event_id: uuid.UUID
     type: str = Field(min_length=1, max_length=64)
-    schema_version: int = Field(default=1, ge=1, le=1000)
+    schema_version: Int = Field(default=1, ge=1, le=1000)
     doc_id: uuid.UUID | None = None
     kind: Kind | None = None
     device_id: str = Field(pattern=NAME)
     user: str = Field(pattern=NAME)
-    device_seq: int = Field(ge=0, le=2**62)
+    device_seq: Int = Field(ge=0, le=2**62)
     device_time: AwareDatetime
     # Last log position the device had pulled when it made the event: lets the
     # projections tell a concurrent (offline) edit from a sequential one.
-    seen_position: int = Field(default=0, ge=0, le=2**62)
+    seen_position: Int = Field(default=0, ge=0, le=2**62)
     data: dict[str, Any] = Field(default_factory=dict)
     # Set by the engine on append.
     position: int | None = None

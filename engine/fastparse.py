@@ -184,7 +184,18 @@ class PushS(Struct):
     events: list[msgspec.Raw]
 
 
-decode_push = msgspec.msgpack.Decoder(PushS).decode
+_decode_push = msgspec.msgpack.Decoder(PushS).decode
+
+
+def decode_push(body: bytes) -> PushS:
+    """The push request with its events as raw bytes. Raises ``msgspec.DecodeError``
+    for anything it cannot decode, deep nesting included (msgspec raises
+    RecursionError for that), so the caller takes the checked path."""
+    try:
+        return _decode_push(body)
+    except RecursionError:
+        raise msgspec.DecodeError("nested too deeply") from None
+
 
 _TAGS: list[str] = [c.__struct_config__.tag for c in AnyEvent.__args__]
 _CURRENT = {t: REGISTRY[t].schema_version for t in _TAGS}
@@ -197,7 +208,7 @@ def parse_pushed(raw: bytes | msgspec.Raw) -> Event | None:
     ``None`` when only ``parse_event`` can decide (accept or refuse)."""
     try:
         e = _decode_event(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     tag = e.__struct_config__.tag
     if not isinstance(tag, str):  # every pushed Struct is tagged with its event type

@@ -198,6 +198,22 @@ class EmbeddedBrokerStatus(Struct):
     restarts: int
 
 
+class LatencyStatus(Struct, rename={"total": "sum"}):
+    """Request handling times of one subject: counts per ``MetricsStatus.buckets``
+    bound (one more for above the last) and their sum in seconds."""
+
+    counts: list[int]
+    total: float
+
+
+class MetricsStatus(Struct):
+    """The engine's request counters (the ``metrics`` part; ``engine.metrics``)."""
+
+    buckets: list[float]
+    latency: dict[str, LatencyStatus]
+    refusals: dict[str, int]  # error code -> requests refused with it
+
+
 class AnchorStatus(Struct):
     """The engine's checkpoint signer (the ``anchor`` part): its public key and the
     latest signed checkpoint (``engine.checkpoints``)."""
@@ -258,6 +274,7 @@ class StatusReply(EditionStatus, kw_only=True, omit_defaults=True):
     views: ViewsStatus | None = None
     embedded_broker: EmbeddedBrokerStatus | None = None
     anchor: AnchorStatus | None = None
+    metrics: MetricsStatus | None = None
 
 
 class CredentialsReply(Struct, kw_only=True, omit_defaults=True):

@@ -29,6 +29,10 @@ HEAD = f"{PREFIX}.head"  # core NATS notification after each commit: {"head": in
 # Committed events on JetStream, one subject per kind and type, e.g.
 # synvoice.v1.log.invoice.document.created / synvoice.v1.log.engine.settings.user_mode_set
 STREAM = "SYNVOICE_EVENTS"
+# With the embedded broker's generated users, each integration reads a mirror of
+# STREAM kept by the engine in the integration's own broker account, under this
+# name (engine.brokerauth): what it does with JetStream stays in that account.
+INTEGRATION_STREAM = "SYNVOICE_EVENTS_MIRROR"
 LOG_SUBJECTS = f"{PREFIX}.log.>"
 HDR_POSITION = "Synvoice-Position"
 HDR_HASH = "Synvoice-Hash"

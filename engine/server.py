@@ -151,6 +151,8 @@ class EngineServer:
         if cfg.publish:
             self.publisher = Publisher(core, self.nc, on_stuck=self._repair_broker)
             await self.publisher.start()
+        if self.broker is not None:
+            await self.broker.ensure_mirrors()  # integrations' copies of the stream
         for _name, attach in plugins.load(plugins.ENGINE_GROUP) if cfg.plugins else ():
             await attach(self)
         self.service = EngineService(self.core, self.nc)

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.micro.request import Request
 from nats.micro.service import Service, ServiceConfig
 
-from engine import protocol, spec
+from engine import auth, limits, protocol, replyto, spec
 from engine.core import EngineCore
 from engine.core.routes import ROUTES
 from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import Record
 from engine.messages import ErrorBody, ErrorReply, HeadNotice, encode
+from engine.metrics import RequestMetrics
 
 log = logging.getLogger("synvoice.service")
 
@@ -33,6 +36,12 @@ class EngineService:
         self.nc = nc
         self.service: Service | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics = RequestMetrics()  # read by the console through the status reply
+        cfg = core.config
+        self.admission = limits.Admission(
+            cfg.limit_per_device, cfg.limit_device_bytes, cfg.limit_request_bytes
+        )
+        self.pull_budget = limits.ByteBudget(cfg.limit_pull_bytes)
 
     async def start(self) -> None:
         from engine import __version__
@@ -56,6 +65,7 @@ class EngineService:
             )
         await self._until_subscribed()
         self.core.listeners.append(self._notify_head)
+        self.core.status_parts["metrics"] = self.metrics.snapshot
 
     async def _until_subscribed(self) -> None:
         """Ready means subscribed: return once the broker has the endpoints'
@@ -80,26 +90,52 @@ class EngineService:
 
     async def _dispatch(self, req: Request) -> None:
         reply = req._msg.reply  # micro's Request does not expose it
-        if not _is_inbox(reply):
-            # Replies go to inboxes only: the engine publishes with its own broker
-            # rights, so a request naming e.g. the event stream's subject as its
-            # reply would have it write there.
+        if not replyto.reply_allowed(reply, req.headers):
+            # Replies go to the caller's own inbox only: the engine publishes with
+            # its own broker rights (see engine.replyto).
             log.warning("request on %s with reply subject %r ignored", req.subject, reply[:80])
             return
-        task = asyncio.create_task(self._handle(req))
+        # Admitted before any work (engine.limits): a flooding device gets
+        # 'limit' at once and cannot starve the others.
+        device = (req.headers or {}).get(auth.HDR_DEVICE, "")
+        size = len(req.data)
+        try:
+            self.admission.admit(device, size)
+        except SynvoiceError as err:
+            self._spawn(_respond_error(req, err))
+            return
+        self._spawn(self._handle(req, device, size))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, req: Request) -> None:
+    async def _handle(self, req: Request, device: str, size: int) -> None:
+        try:
+            if req.subject == protocol.PULL:
+                # A pull page is the engine's big allocation: bounded in bytes.
+                async with self.pull_budget.hold(self.core.config.pull_max_bytes):
+                    await self._answer(req)
+            else:
+                await self._answer(req)
+        finally:
+            self.admission.release(device, size)
+
+    async def _answer(self, req: Request) -> None:
+        t0 = time.perf_counter()
         try:
             reply = await self.core.handle(req.subject, req.headers, req.data)
         except SynvoiceError as err:
+            self.metrics.observe(req.subject, time.perf_counter() - t0, err.code)
             await _respond_error(req, err)
             return
         except Exception as exc:
             log.exception("request on %s failed", req.subject)
+            self.metrics.observe(req.subject, time.perf_counter() - t0, "internal")
             await _respond_error(req, SynvoiceError("internal", f"{type(exc).__name__}: {exc}"))
             return
+        self.metrics.observe(req.subject, time.perf_counter() - t0)
         if len(reply) > self.nc.max_payload:
             too_big = f"the reply ({len(reply)} bytes) exceeds the broker's limit"
             await _respond_error(req, SynvoiceError("too_large", too_big))
@@ -116,29 +152,21 @@ class EngineService:
         task.add_done_callback(self._tasks.discard)
 
 
-def _is_inbox(reply: str) -> bool:
-    return (
-        reply.startswith(("_INBOX.", protocol.ADMIN_INBOX + "."))
-        and "*" not in reply
-        and ">" not in reply
-    )
-
-
 class _InboxOnlyService(Service):
     """nats.micro's service whose $SRV.PING/INFO/STATS answers go to inboxes only:
     devices and integrations may send them, and the engine publishes with its own
     broker rights (a reply subject naming the stream would have it write there)."""
 
     async def _handle_ping_request(self, msg: Msg) -> None:
-        if _is_inbox(msg.reply):
+        if replyto.inbox_reply_allowed(msg.reply):
             await super()._handle_ping_request(msg)
 
     async def _handle_info_request(self, msg: Msg) -> None:
-        if _is_inbox(msg.reply):
+        if replyto.inbox_reply_allowed(msg.reply):
             await super()._handle_info_request(msg)
 
     async def _handle_stats_request(self, msg: Msg) -> None:
-        if _is_inbox(msg.reply):
+        if replyto.inbox_reply_allowed(msg.reply):
             await super()._handle_stats_request(msg)
 
 

@@ -25,7 +25,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from engine import protocol
-from engine.client import EngineClient
+from engine.brokerauth import INTEGRATION_PREFIX
+from engine.client import EngineClient, inbox_option
 from engine.errors import SynvoiceError
 from engine.server import connect_nats
 from projections.consumer import row_of
@@ -53,6 +54,11 @@ class StandaloneProjection:
         self.nats_url = nats_url
         self.nats_options = nats_options or {}
         self.stream_options = stream_options
+        # An integration of the embedded broker reads its mirror of the stream.
+        user = str((stream_options or {}).get("user", ""))
+        self.stream = (
+            protocol.INTEGRATION_STREAM if user.startswith(INTEGRATION_PREFIX) else protocol.STREAM
+        )
         self.views = views
         self.durable = durable
         self.device_id = device_id
@@ -75,7 +81,8 @@ class StandaloneProjection:
             log.debug("broker: %s", exc)
 
         name = f"synvoice-projection-{self.durable}"
-        nc = await connect_nats(self.nats_url, name, error_cb=quiet, **self.nats_options)
+        opts = {**inbox_option(self.device_id), **self.nats_options}
+        nc = await connect_nats(self.nats_url, name, error_cb=quiet, **opts)
         snc = nc
         if self.stream_options is not None:
             snc = await connect_nats(
@@ -126,7 +133,7 @@ class StandaloneProjection:
         try:
             return await js.subscribe(
                 protocol.LOG_SUBJECTS,
-                stream=protocol.STREAM,
+                stream=self.stream,
                 durable=self.durable,
                 cb=self._on_msg,
                 manual_ack=True,
@@ -140,7 +147,7 @@ class StandaloneProjection:
         except Exception as exc:  # timeout or permission error from the broker
             raise SynvoiceError(
                 "forbidden",
-                f"cannot open the durable consumer {self.durable!r} on {protocol.STREAM} "
+                f"cannot open the durable consumer {self.durable!r} on {self.stream} "
                 f"({type(exc).__name__}): where the broker checks users, a device token "
                 "may not read the stream; add --broker-user/--broker-password of an "
                 "integration (synvoice integration add NAME), or use --data",

@@ -110,12 +110,18 @@ CREATE VIEW IF NOT EXISTS unassigned AS
 """
 
 # Secondary indexes: a rebuild creates them after the bulk load (one sort, not
-# a random-order B-tree insert per row).
+# a random-order B-tree insert per row). documents_list covers the console's
+# documents list (newest first, filtered): a page never reads the state blobs.
 INDEXES = """
 CREATE INDEX IF NOT EXISTS documents_number ON documents (kind, number);
 CREATE INDEX IF NOT EXISTS history_doc ON history (doc_id, position);
 CREATE INDEX IF NOT EXISTS renumberings_doc ON renumberings (doc_id);
 CREATE INDEX IF NOT EXISTS conflicts_doc ON conflicts (doc_id);
+CREATE INDEX IF NOT EXISTS documents_list ON documents (
+    last_position, created, kind, status, user, number, customer, doc_id, device_id,
+    currency, total, issue_date, updated_at
+);
+CREATE INDEX IF NOT EXISTS history_device ON history (device_id, position);
 """
 
 DOC_COLUMNS = (

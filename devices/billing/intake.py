@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 
 from devices.billing import sales
 from devices.billing.fold import sale_digest
-from engine import codec, protocol
+from engine import codec, protocol, replyto
 from engine.core import Caller, EngineCore
 from engine.errors import SynvoiceError
 from engine.events import Event
@@ -153,6 +153,11 @@ class SalesIntake:
         }
 
     async def _on_msg(self, msg: Msg) -> None:
+        if msg.reply and not replyto.inbox_reply_allowed(msg.reply, imported=True):
+            # The reply is published with the engine's rights: a reply subject
+            # such as the event stream's would have the intake write there.
+            log.warning("billing intake: message with reply subject %r ignored", msg.reply[:80])
+            return
         as_json = _is_json(msg.data)
         try:
             reply: dict[str, Any] = await self.handle(msg.data)
@@ -179,16 +184,21 @@ def decode(body: bytes) -> Any:
         raise SynvoiceError("bad_request", "empty message")
     if _is_json(body):
         try:
-            return json.loads(body)
+            doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SynvoiceError("bad_request", f"message is not valid JSON: {exc}") from None
-    try:
-        # Untrusted bytes: lengths are capped by the body size, map keys must be plain.
-        return msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as exc:
-        raise SynvoiceError(
-            "bad_request", f"message is neither JSON nor msgpack ({type(exc).__name__})"
-        ) from None
+        except RecursionError:  # json's decoder recurses per level
+            raise SynvoiceError("bad_request", "message nests too deeply") from None
+    else:
+        try:
+            # Untrusted bytes: lengths are capped by the body size, map keys must be plain.
+            doc = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        except Exception as exc:
+            raise SynvoiceError(
+                "bad_request", f"message is neither JSON nor msgpack ({type(exc).__name__})"
+            ) from None
+    codec.check_depth(doc)
+    return doc
 
 
 async def attach(server: Any) -> None:

@@ -215,7 +215,8 @@ def _integration_credentials(core: EngineCore, name: str, changed: bool) -> Inte
         user=user,
         password=brokerauth.integration_password(core.admin_secret, name, cred),
         inbox_prefix=brokerauth.inbox_prefix(user),
-        stream=protocol.STREAM,
+        # With generated broker users, a mirror in the integration's account.
+        stream=protocol.INTEGRATION_STREAM if core.broker_info.get("auth") else protocol.STREAM,
         subjects=protocol.LOG_SUBJECTS,
         broker_auth=bool(core.broker_info.get("auth")),
         tls_ca=core.broker_info.get("tls_ca"),

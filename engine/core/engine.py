@@ -29,6 +29,7 @@ from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import EventLog
 from engine.messages import PushReply, PushRequest, StatusReply, encode
+from engine.replay_guard import ReplayGuard
 from engine.state import EngineState
 
 
@@ -66,6 +67,7 @@ class EngineCore:
         self.broker_info: dict[str, Any] = {"auth": False, "tls_ca": None}
         # (day, registration, config licence, result): the edition() cache.
         self._edition: tuple[date, Any, Any, editions.Active] | None = None
+        self.replay = ReplayGuard()  # nonces of non-idempotent requests (engine.replay_guard)
 
     @property
     def state(self) -> EngineState:
@@ -133,6 +135,8 @@ class EngineCore:
 
     def authenticate(self, subject: str, headers: dict[str, str] | None, body: bytes) -> Caller:
         device = auth.verify(headers, subject, body, self._secret_of)
+        assert headers is not None  # verify() refuses unsigned requests
+        self.replay.check(subject, headers, device)
         if device == protocol.ADMIN_DEVICE:
             return Caller(device, protocol.ADMIN_DEVICE, admin=True)
         info = self.state.devices.get(device)

@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 from pydantic import Field, field_validator, model_validator
 
-from engine.schema.common import MAX_NUMBER, Customer, Line, Model
+from engine.schema.common import MAX_NUMBER, Bool, Customer, Int, Line, Model
 from engine.schema.registry import EventSpec, register
 
 Action = Literal["email", "print", "create"]
@@ -51,7 +51,7 @@ class SaleRecorded(Model):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     stage: str = Field(min_length=1, max_length=64)
     close_date: date | None = None
-    approved: bool = False
+    approved: Bool = False
     title: str | None = Field(default=None, max_length=200)
     fields: dict[str, str] = Field(default_factory=dict, max_length=50)  # other CRM columns
     source: str | None = Field(default=None, max_length=200)  # "import:FILE", "broker", ...
@@ -82,7 +82,7 @@ class ScenarioRules(Model):
     close_from: date | None = None
     close_to: date | None = None
     period: str | None = Field(default=None, pattern=PERIOD)  # intersected with from/to
-    approved: bool | None = None
+    approved: Bool | None = None
     customer: str | None = Field(default=None, max_length=200)  # substring, any case
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     min_total: Decimal | None = None
@@ -121,7 +121,7 @@ class InvoiceProcessed(Model):
 
     sale_id: str = Field(pattern=SALE_ID)
     doc_id: uuid.UUID
-    number: int = Field(ge=1, le=MAX_NUMBER)
+    number: Int = Field(ge=1, le=MAX_NUMBER)
     action: Action
     channel: Channel
     recipient: str | None = Field(default=None, max_length=254)
@@ -136,7 +136,7 @@ class DeliveryFailed(Model):
 
     sale_id: str = Field(pattern=SALE_ID)
     doc_id: uuid.UUID | None = None
-    number: int = Field(default=0, ge=0, le=MAX_NUMBER)
+    number: Int = Field(default=0, ge=0, le=MAX_NUMBER)
     action: Action
     step: FailedStep
     reason: str = Field(min_length=1, max_length=1000)

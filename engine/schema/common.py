@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 # A credit note corrects an issued invoice (EN 16931 type code 381); its own series.
 Kind = Literal["invoice", "quote", "estimate", "credit_note"]
@@ -20,6 +20,12 @@ Status = Literal["draft", "issued", "void", "converted"]
 ENGINE_DEVICE = "engine"
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$"
+
+# Counts, numbers and flags are strict: "7", 7.0 or true for a number (or 1 for a
+# flag) is a schema error, not coerced and stored. (Decimals stay lax: lines carry
+# them as strings by design.)
+Int = StrictInt
+Bool = StrictBool
 
 
 class Model(BaseModel):

@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.schema.common import MAX_NUMBER, Customer, Line, Model, NumberSource
+from engine.schema.common import MAX_NUMBER, Bool, Customer, Int, Kind, Line, Model, NumberSource
 from engine.schema.registry import EventSpec, register
 
 
 class DocumentCreated(Model):
-    number: int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
+    number: Int = Field(default=0, ge=0, le=MAX_NUMBER)  # 0 = not assigned yet
     number_source: NumberSource = "device"
     customer: Customer | None = None
     lines: list[Line] = Field(default_factory=list, max_length=1000)
@@ -26,7 +26,7 @@ class DocumentCreated(Model):
     payment_terms: str | None = Field(default=None, max_length=500)  # overrides the seller's
     # A number typed although the device knew it was in use (a duplicate acknowledged);
     # absent (not false) otherwise, so other events keep their canonical form.
-    forced: bool = Field(default=False, exclude_if=lambda v: not v)
+    forced: Bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class CustomerChanged(Model):
@@ -43,10 +43,10 @@ class DatesChanged(Model):
 
 
 class NumberAssigned(Model):
-    number: int = Field(ge=0, le=MAX_NUMBER)
+    number: Int = Field(ge=0, le=MAX_NUMBER)
     source: NumberSource
-    previous: int | None = Field(default=None, ge=0)
-    forced: bool = Field(default=False, exclude_if=lambda v: not v)  # see DocumentCreated
+    previous: Int | None = Field(default=None, ge=0)
+    forced: Bool = Field(default=False, exclude_if=lambda v: not v)  # see DocumentCreated
 
 
 class Issued(Model):
@@ -67,7 +67,7 @@ class Converted(Model):
 class DocumentCreatedV1(Model):
     """``document.created`` schema 1: the customer was a name only."""
 
-    number: int = Field(default=0, ge=0, le=MAX_NUMBER)
+    number: Int = Field(default=0, ge=0, le=MAX_NUMBER)
     number_source: NumberSource = "device"
     customer_name: str | None = Field(default=None, min_length=1, max_length=200)
     lines: list[Line] = Field(default_factory=list, max_length=1000)
@@ -76,6 +76,17 @@ class DocumentCreatedV1(Model):
     due_date: date | None = None
     notes: str | None = Field(default=None, max_length=4000)
     converted_from: uuid.UUID | None = None
+
+
+class GapExplained(Model):
+    """Someone looked at missing numbers and wrote down why (e.g. spoiled paper
+    forms): the gap report shows it as explained. Not a document's event."""
+
+    kind: Kind
+    series: str = Field(default="", max_length=64)
+    first: Int = Field(ge=1, le=MAX_NUMBER)
+    last: Int = Field(ge=1, le=MAX_NUMBER)
+    reason: str = Field(min_length=1, max_length=500)
 
 
 def _created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
@@ -102,5 +113,6 @@ for _spec in (
     EventSpec("document.issued", Issued),
     EventSpec("document.voided", Voided),
     EventSpec("document.converted", Converted),
+    EventSpec("numbering.gap_explained", GapExplained, document=False),
 ):
     register(_spec)

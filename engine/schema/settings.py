@@ -7,27 +7,27 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.schema.common import NAME, Kind, Model, UserMode
+from engine.schema.common import NAME, Bool, Int, Kind, Model, UserMode
 from engine.schema.registry import EventSpec, register
 
 
 class UserModeSet(Model):
     mode: UserMode
     previous: UserMode | None = None
-    forced: bool = False
+    forced: Bool = False
 
 
 class UserEnrolled(Model):
     user: str = Field(pattern=NAME)
-    slot: int = Field(ge=1)  # 1-based; distributed mode numbers from it
+    slot: Int = Field(ge=1)  # 1-based; distributed mode numbers from it
 
 
 class TeamSizeSet(Model):
     """The operator's team size (the seed's "Increment Number"): distributed epochs
     step by it, so users set up in any order number k, k+N, k+2N…"""
 
-    size: int = Field(ge=1, le=10_000)
-    previous: int | None = None
+    size: Int = Field(ge=1, le=10_000)
+    previous: Int | None = None
 
 
 class NumberPatternSet(Model):
@@ -63,9 +63,9 @@ class Registered(Model):
     expires: date | None = None
     key_id: str = Field(pattern=r"^[0-9a-f]{1,64}$")
     fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
-    max_users: int | None = Field(default=None, ge=0)
-    max_devices: int | None = Field(default=None, ge=0)
-    max_data_bytes: int | None = Field(default=None, ge=0)
+    max_users: Int | None = Field(default=None, ge=0)
+    max_devices: Int | None = Field(default=None, ge=0)
+    max_data_bytes: Int | None = Field(default=None, ge=0)
     previous: str | None = None  # the edition in force before
 
 
@@ -90,8 +90,8 @@ class LogRolledBack(Model):
     stored at ``skipped_to + 1``: positions ``after + 1 .. skipped_to`` were
     published before and are never reused (the hash chain links over the gap)."""
 
-    after: int = Field(ge=0)  # the log's head when it was accepted
-    skipped_to: int = Field(ge=0)  # the highest position published before
+    after: Int = Field(ge=0)  # the log's head when it was accepted
+    skipped_to: Int = Field(ge=0)  # the highest position published before
     reason: str
 
 
@@ -122,17 +122,17 @@ class EpochOpened(Model):
     ``start + (k-1) + j*increment`` (see ``engine.numbering``)."""
 
     kind: Kind
-    epoch: int = Field(ge=1)
-    start: int = Field(ge=1)
-    increment: int = Field(ge=1)
-    slots: dict[str, int]
-    end: int = Field(ge=1)
+    epoch: Int = Field(ge=1)
+    start: Int = Field(ge=1)
+    increment: Int = Field(ge=1)
+    slots: dict[str, Int]
+    end: Int = Field(ge=1)
 
 
 class EpochExtended(Model):
     kind: Kind
-    epoch: int = Field(ge=1)
-    end: int = Field(ge=1)
+    epoch: Int = Field(ge=1)
+    end: Int = Field(ge=1)
 
 
 for _spec in (

@@ -17,7 +17,7 @@ from tests.bench.context import Context
 from tests.bench.report import BenchResult
 
 # Order matters: rebuild reads the shared 1M-event log before memory appends to it.
-BENCHES = ("append", "numbers", "rebuild", "catchup", "memory", "billing", "hotpath")
+BENCHES = ("append", "numbers", "rebuild", "catchup", "memory", "billing", "hotpath", "console")
 
 
 def module(name: str) -> Any:

@@ -105,6 +105,7 @@ class EngineProc:
                     **os.environ,
                     "PYTHONUNBUFFERED": "1",
                     **_site_edition_env(),
+                    "SYNVOICE_CONSOLE": "0",  # the engine alone (bench_console sets it)
                     **self.env,
                 },
             )

@@ -92,10 +92,14 @@ async def test_unsigned_and_forged_requests_are_refused(engine: EngineHarness) -
     good = auth.sign(dev.device_id, dev.secret, protocol.PUSH, body)
     _, reply = await raw_request(nc, protocol.PUSH, body + b"\x00", good)
     assert assert_error(reply) == "unauthorized"
-    # unknown device
-    _, reply = await raw_request(
-        nc, protocol.PUSH, body, auth.sign("dev-nobody", dev.secret, protocol.PUSH, body)
-    )
+    # unknown device (asking for its reply in that device's inbox, as the engine requires)
+    other = await nats.connect(engine.url, inbox_prefix="_INBOX.dev-nobody")
+    try:
+        _, reply = await raw_request(
+            other, protocol.PUSH, body, auth.sign("dev-nobody", dev.secret, protocol.PUSH, body)
+        )
+    finally:
+        await other.close()
     assert assert_error(reply) == "unauthorized"
     assert engine.core.log.head == 2  # only the enrollment events
 

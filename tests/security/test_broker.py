@@ -105,9 +105,19 @@ async def test_device_cannot_publish_or_listen_where_it_does_not_belong(
         assert leaked == []  # nothing got through to a real subscriber
         # An admin request signed with the device secret is refused by the engine too
         # (here sent over the admin's broker connection, to reach the engine at all).
+        # The reply goes to alice's inbox only (engine.replyto), so the spoof
+        # connection takes its replies there.
         body = codec.pack({"user": "mallory"})
         headers = auth.sign(alice.device_id, alice.secret, protocol.ADMIN_ENROLL, body)
-        msg = await admin.nc.request(protocol.ADMIN_ENROLL, body, headers=headers, timeout=5)
+        spoof = await raw_connect(
+            secure_engine.url,
+            inbox_prefix=f"_INBOX.{alice.device_id}",
+            **secure_engine.server.admin_nats_options(),
+        )
+        try:
+            msg = await spoof.request(protocol.ADMIN_ENROLL, body, headers=headers, timeout=5)
+        finally:
+            await spoof.close()
         assert codec.unpack(msg.data)["error"]["code"] == "forbidden"
         # The allowed subjects still work on this connection.
         client = EngineClient(nc, alice.device_id, alice.secret)
@@ -132,9 +142,14 @@ async def test_revoked_device_is_cut_off_at_once(secure_engine: EngineHarness) -
     )
     # Engine: even a signed request that reaches it (over another user's
     # connection) is refused.
-    spoof = EngineClient(admin.nc, dev.device_id, dev.secret)
-    with pytest.raises(SynvoiceError) as e:
-        await spoof.push([dev.created()])
+    spoof = await EngineClient.connect(
+        eng.url, dev.device_id, dev.secret, **eng.server.admin_nats_options()
+    )
+    try:
+        with pytest.raises(SynvoiceError) as e:
+            await spoof.push([dev.created()])
+    finally:
+        await spoof.close()
     assert e.value.code == "revoked"
     # Other devices kept their connections through the reload.
     assert other.client.nc.is_connected
@@ -178,6 +193,14 @@ async def test_integration_reads_the_stream_but_cannot_write(
     )
     try:
         js = nc.jetstream()
+        # The integration reads its mirror of the stream, kept in its own account.
+        assert creds.stream == protocol.INTEGRATION_STREAM
+        total = (await admin.nc.jetstream().stream_info(protocol.STREAM)).state.messages
+
+        async def mirrored() -> bool:
+            return bool((await js.stream_info(creds.stream)).state.messages == total)
+
+        await wait_for(mirrored, timeout=15)
         # Read: a durable pull consumer, with acks.
         sub = await js.pull_subscribe(creds.subjects, durable="ledger", stream=creds.stream)
         msgs = await sub.fetch(50, timeout=5)
@@ -193,8 +216,9 @@ async def test_integration_reads_the_stream_but_cannot_write(
             seen.append(int((m.headers or {})[protocol.HDR_POSITION]))
         assert seen == sorted(seen)
         await osub.unsubscribe()
-        info = await js.stream_info(protocol.STREAM)
-        before = info.state.messages
+        # The engine's own stream, seen from the admin's account.
+        ejs = admin.nc.jetstream()
+        before = (await ejs.stream_info(protocol.STREAM)).state.messages
 
         # Write: refused by the broker.
         await _violations(
@@ -212,7 +236,7 @@ async def test_integration_reads_the_stream_but_cannot_write(
                 ("sub", "_INBOX.>"),
             ],
         )
-        assert (await js.stream_info(protocol.STREAM)).state.messages == before
+        assert (await ejs.stream_info(protocol.STREAM)).state.messages == before
     finally:
         await nc.close()
 

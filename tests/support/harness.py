@@ -31,6 +31,8 @@ from engine.schema.documents import DocumentCreated
 from engine.server import EngineServer
 
 os.environ.update(dev_site_env())
+# Engines in tests start no web console unless a test asks (tests/console).
+os.environ.setdefault("SYNVOICE_CONSOLE", "0")
 
 
 def engine_config(data_dir: Path, nats_url: str, **kw: Any) -> EngineConfig:
