@@ -167,11 +167,23 @@ def mirror_deliver(name: str) -> str:
     return f"synvoice.mirror.{name}"
 
 
+def discovery_subjects() -> list[str]:
+    """The engine's ``$SRV`` discovery subjects (nats.micro), with and without its
+    name and instance id: integrations reach them through an account import."""
+    name = protocol.SERVICE_NAME
+    return [
+        subject
+        for verb in ("PING", "INFO", "STATS")
+        for subject in (f"$SRV.{verb}", f"$SRV.{verb}.{name}", f"$SRV.{verb}.{name}.*")
+    ]
+
+
 def _engine_exports(names: list[str]) -> list[dict[str, Any]]:
     s = protocol.STREAM
     out: list[dict[str, Any]] = [
         {"service": protocol.BILLING_SALES_IN},
         {"stream": protocol.HEAD},
+        *({"service": subject} for subject in discovery_subjects()),
     ]
     if names:
         accounts = [integration_account(n) for n in names]
@@ -196,6 +208,7 @@ def _integration_imports(name: str) -> list[dict[str, Any]]:
         {"stream": {"account": eng, "subject": protocol.HEAD}},
         {"stream": {"account": eng, "subject": mirror_deliver(name) + ".>"}},
         {"service": {"account": eng, "subject": f"$JS.FC.{s}.>"}},
+        *({"service": {"account": eng, "subject": subject}} for subject in discovery_subjects()),
     ]
     for tail in (f"CREATE.{s}", f"CREATE.{s}.>", f"INFO.{s}.>", f"DELETE.{s}.>"):
         out.append(

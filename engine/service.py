@@ -155,18 +155,20 @@ class EngineService:
 class _InboxOnlyService(Service):
     """nats.micro's service whose $SRV.PING/INFO/STATS answers go to inboxes only:
     devices and integrations may send them, and the engine publishes with its own
-    broker rights (a reply subject naming the stream would have it write there)."""
+    broker rights (a reply subject naming the stream would have it write there).
+    Integrations ask through their account's import, whose ``_R_.`` reply
+    subjects lead back into that account alone."""
 
     async def _handle_ping_request(self, msg: Msg) -> None:
-        if replyto.inbox_reply_allowed(msg.reply):
+        if replyto.inbox_reply_allowed(msg.reply, imported=True):
             await super()._handle_ping_request(msg)
 
     async def _handle_info_request(self, msg: Msg) -> None:
-        if replyto.inbox_reply_allowed(msg.reply):
+        if replyto.inbox_reply_allowed(msg.reply, imported=True):
             await super()._handle_info_request(msg)
 
     async def _handle_stats_request(self, msg: Msg) -> None:
-        if replyto.inbox_reply_allowed(msg.reply):
+        if replyto.inbox_reply_allowed(msg.reply, imported=True):
             await super()._handle_stats_request(msg)
 
 

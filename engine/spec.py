@@ -236,7 +236,12 @@ _REFINE: dict[str, Schema] = {
         "description": "The integration's broker credentials: log in as `user`/`password`, "
         "take replies under `inbox_prefix`, read `stream` through JetStream consumers.",
         "properties": {
-            "stream": {"const": protocol.STREAM},
+            "stream": {
+                "enum": [protocol.INTEGRATION_STREAM, protocol.STREAM],
+                "description": "the stream to read: with the embedded broker's generated "
+                f"users, `{protocol.INTEGRATION_STREAM}` (a mirror in the integration's own "
+                f"account); on an operator's broker, `{protocol.STREAM}` itself",
+            },
             "subjects": {"const": protocol.LOG_SUBJECTS},
         },
     },
@@ -349,13 +354,18 @@ SIGNING = {
     "algorithm": "HMAC-SHA256",
     "key": "the device secret: 32 bytes (the token's `secret`; for admin, the bytes "
     "whose hex is in admin.secret)",
-    "input": "UTF-8 subject, '\\n', the Synvoice-Time value, '\\n', then the exact body bytes",
+    "input": "UTF-8 subject, '\\n', the Synvoice-Time value, '\\n', the Synvoice-Nonce value, "
+    "'\\n', then the exact body bytes",
     "output": "lowercase hex",
-    "headers": [auth.HDR_DEVICE, auth.HDR_TIME, auth.HDR_SIG],
+    # In this order: device, time, nonce, signature.
+    "headers": [auth.HDR_DEVICE, auth.HDR_TIME, auth.HDR_NONCE, auth.HDR_SIG],
+    "nonce": "16 to 64 characters of A-Z a-z 0-9 _ -, random per request: a copy of a "
+    "numbers.next or admin request with a nonce already seen in the time window is "
+    "refused (replayed)",
     "max_skew_seconds": auth.MAX_SKEW_SECONDS,
-    "reply_subjects": "replies go to inboxes only: a reply subject not under `_INBOX.` is "
-    "ignored; a device's inbox is `_INBOX.<device id>.`, an integration's "
-    "`_INBOX.int-<name>.`",
+    "reply_subjects": "replies go to the caller's own inbox only: `_INBOX.<device id>.` for "
+    "a device, `_INBOX_ADMIN.` for the admin credential; a request with any other reply "
+    "subject is neither answered nor handled. An integration's inbox is `_INBOX.int-<name>.`",
 }
 
 

@@ -47,6 +47,9 @@ SAMPLES: dict[str, Any] = {
     "document.issued": documents.Issued(),
     "document.voided": documents.Voided(reason="typo"),
     "document.converted": documents.Converted(invoice_id=_UUID),
+    "numbering.gap_explained": documents.GapExplained(
+        kind="invoice", first=4, last=6, reason="paper forms spoiled"
+    ),
     "settings.user_mode_set": settings_schema.UserModeSet(mode="centralized"),
     "settings.user_enrolled": settings_schema.UserEnrolled(user="alice", slot=1),
     "settings.device_enrolled": settings_schema.DeviceEnrolled(device_id="dev-1", user="alice"),

@@ -1,13 +1,14 @@
 // An integration in JavaScript: exports every document from the stream, applying
 // events in position order from a checkpoint kept in the same file as the export.
 // Usage: node integration.mjs --url U --user int-N --password P --inbox-prefix _INBOX.int-N
+//        --stream S (the credentials' stream)
 //          --durable D --export FILE [--batch 50] [--pause-ms 0] [--ack-wait-ms 2000]
 // Prints {"position": p} after each committed batch.
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { decode } from "@msgpack/msgpack";
 import {
-  HDR_HASH, HDR_POSITION, LOG_SUBJECTS, STREAM, ZERO_HASH, args, chainHash, connectWith, fold,
+  HDR_HASH, HDR_POSITION, LOG_SUBJECTS, STREAMS, ZERO_HASH, args, chainHash, connectWith, fold,
 } from "./synvoice.mjs";
 
 const opt = args(process.argv.slice(2));
@@ -33,6 +34,8 @@ function commit() {
 const nc = await connectWith({
   url: opt.url, user: opt.user, password: opt.password, inboxPrefix: opt["inbox-prefix"],
 });
+const STREAM = opt.stream;
+if (!STREAMS.includes(STREAM)) throw new Error(`--stream must be one of ${STREAMS}`);
 const jsm = await jetstreamManager(nc);
 await jsm.consumers.add(STREAM, {
   durable_name: opt.durable,

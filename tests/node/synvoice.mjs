@@ -1,7 +1,7 @@
 // A Synvoice client in JavaScript, written from the wire spec (engine/asyncapi.json)
 // and the README's Integrator's guide only: subject names, header names, the token
 // format and the signing rule are read from the spec file.
-import { createHash, createHmac } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { connect, headers } from "@nats-io/transport-node";
 import { decode, encode } from "@msgpack/msgpack";
@@ -15,10 +15,11 @@ export const subjects = Object.fromEntries(
     .filter(([, ch]) => typeof ch.address === "string")
     .map(([name, ch]) => [name, ch.address]),
 );
-// [device, time, signature] header names, in the order the signing rule uses them.
-export const [HDR_DEVICE, HDR_TIME, HDR_SIG] = spec["x-synvoice-signing"].headers;
+// [device, time, nonce, signature] header names, in the order the signing rule gives them.
+export const [HDR_DEVICE, HDR_TIME, HDR_NONCE, HDR_SIG] = spec["x-synvoice-signing"].headers;
 export const [HDR_MSG_ID, HDR_POSITION, HDR_HASH] = schemas.StreamHeaders.required;
-export const STREAM = schemas.IntegrationCredentials.properties.stream.const;
+// The streams an integration may be told to read (its credentials name one).
+export const STREAMS = schemas.IntegrationCredentials.properties.stream.enum;
 export const LOG_SUBJECTS = schemas.IntegrationCredentials.properties.subjects.const;
 
 /** The fields of an enrollment token (EnrollmentTokenV2). */
@@ -38,15 +39,17 @@ export async function connectWith({ url, user, password, inboxPrefix }) {
   return connect(opts);
 }
 
-/** The signing rule: hex HMAC-SHA256(secret, subject \n time \n body). */
+/** The signing rule: hex HMAC-SHA256(secret, subject \n time \n nonce \n body). */
 export function sign(deviceId, secret, subject, body) {
   const time = String(Math.floor(Date.now() / 1000));
+  const nonce = randomBytes(16).toString("hex"); // random per request
   const mac = createHmac("sha256", secret);
-  mac.update(`${subject}\n${time}\n`);
+  mac.update(`${subject}\n${time}\n${nonce}\n`);
   mac.update(body);
   const h = headers();
   h.set(HDR_DEVICE, deviceId);
   h.set(HDR_TIME, time);
+  h.set(HDR_NONCE, nonce);
   h.set(HDR_SIG, mac.digest("hex"));
   return h;
 }

@@ -93,7 +93,8 @@ async def test_a_javascript_integration_killed_mid_stream_resumes_equal_to_the_r
     argv = [
         "integration.mjs",
         *("--url", secure.url, "--user", cred.user, "--password", cred.password),
-        *("--inbox-prefix", cred.inbox_prefix, "--durable", "node-export"),
+        *("--inbox-prefix", cred.inbox_prefix, "--stream", cred.stream),
+        *("--durable", "node-export"),
         *("--export", str(export), "--batch", "50"),
     ]
 
