@@ -38,7 +38,7 @@ from engine.document import Conflict, DocumentView
 from engine.enrollment import Enrollment, parse_token
 from engine.errors import SynvoiceError
 from engine.events import Event, now
-from engine.schema.common import Customer, Line
+from engine.schema.common import KINDS, Customer, Line
 
 __all__ = ["DeviceAgent", "SyncResult"]
 
@@ -284,7 +284,7 @@ class DeviceAgent:
 
     def duplicates(self) -> list[dict[str, Any]]:
         """Numbers shared by several documents of a kind, as this device sees them."""
-        return duplicates(self.documents())
+        return duplicates(self.documents(), self.numbering.settings)
 
     async def history(self, doc_id: str | uuid.UUID) -> list[Event]:
         """Every event of a document: pulled ones by position, then unsent ones."""
@@ -296,6 +296,10 @@ class DeviceAgent:
     def pending_count(self) -> int:
         """Events not yet acknowledged by the engine."""
         return self.state.pending_count()
+
+    def series(self, kind: str) -> dict[str, Any]:
+        """This user's series of ``kind``: slot, step and the next numbers."""
+        return self.numbering.series(kind, self.user)
 
     def status(self) -> dict[str, Any]:
         st = self.state
@@ -316,10 +320,11 @@ class DeviceAgent:
             "head": st.head,
             "documents": len(docs),
             "unassigned": sum(1 for v in docs if v.number == 0),
-            "duplicates": len(duplicates(docs)),
+            "duplicates": len(duplicates(docs, self.numbering.settings)),
             "conflicts": len(st.conflicts),
             "rejected": st.rejected,
             "last_error": self._conn.last_error,
+            "series": {k: self.series(k) for k in KINDS},
         }
 
     # --- commands (recorded locally; the sync path sends them) ----------------------------
@@ -339,9 +344,11 @@ class DeviceAgent:
         doc_id: str | uuid.UUID | None = None,
         credits: str | uuid.UUID | None = None,
         payment_terms: str | None = None,
+        force: bool = False,
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
-        set by hand). Works offline (centralized mode then gives number 0).
+        set by hand; one already used in its series is refused unless ``force``).
+        Works offline (centralized mode then gives number 0).
 
         ``doc_id`` (optional) lets a caller choose the document id, e.g. derived from
         its own key so that a re-run cannot create the same document twice (a
@@ -359,6 +366,7 @@ class DeviceAgent:
             doc_id=doc_id,
             credits=credits,
             payment_terms=payment_terms,
+            force=force,
         )
 
     async def edit_customer(
@@ -379,9 +387,18 @@ class DeviceAgent:
     ) -> DocumentView:
         return await self.commands.edit_dates(doc_id, issue_date, due_date)
 
-    async def set_number(self, doc_id: str | uuid.UUID, number: int) -> DocumentView:
-        """Set a number by hand (any mode, any time): e.g. to fix a duplicate."""
-        return await self.commands.set_number(doc_id, number)
+    async def set_number(
+        self, doc_id: str | uuid.UUID, number: int, force: bool = False
+    ) -> DocumentView:
+        """Set a number by hand (any mode, any time): e.g. to fix a duplicate. One
+        already used in the series is refused unless ``force``."""
+        return await self.commands.set_number(doc_id, number, force)
+
+    def display_number(self, v: DocumentView) -> str:
+        """The document's display number (its series' pattern, e.g. INV-2026-0042)."""
+        return self.numbering.settings.display(
+            v.kind, v.number, v.numbered_at or v.created_at, v.user
+        )
 
     async def issue(self, doc_id: str | uuid.UUID) -> DocumentView:
         return await self.commands.issue(doc_id)

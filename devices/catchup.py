@@ -116,7 +116,8 @@ class FoldedPage:
     rows: list[EventRow] = field(default_factory=list)
     views: dict[str, DocumentView] = field(default_factory=dict)  # new or changed copies
     conflicts: list[Conflict] = field(default_factory=list)
-    numbering: list[tuple[str, str | None, dict[str, Any]]] = field(default_factory=list)
+    # (type, kind, data, device time) of the events the numbering folds
+    numbering: list[tuple[str, str | None, dict[str, Any], str]] = field(default_factory=list)
     acked: list[str] = field(default_factory=list)  # our outbox events that came back
     cleared: list[str] = field(default_factory=list)  # pending server numbers now pulled
     last: int = 0  # last position folded
@@ -172,7 +173,7 @@ def fold_page(
                 kind: str | None = ev["kind"]
                 add_row((pos, eid, t, doc, bytes(raw)))
                 if t in OBSERVED_TYPES:
-                    numbering.append((t, kind, ev["data"]))
+                    numbering.append((t, kind, ev["data"], ev["device_time"]))
                 if t in _DOCUMENT_TYPES and doc is not None and kind is not None:
                     v = staged.get(doc)
                     if v is None:

@@ -141,8 +141,15 @@ def _make_customer(fields: dict[str, Any]) -> Customer:
         raise CliError(f"--customer: {msg}") from None
 
 
-def label(v: DocumentView) -> str:
-    return f"{v.kind} {v.number}" if v.number else f"{v.kind} (no number yet)"
+def label(v: DocumentView, agent: DeviceAgent | None = None) -> str:
+    """ "invoice INV-2026-0042" (the display number when the agent is given)."""
+    if not v.number:
+        return f"{v.kind} (no number yet)"
+    return f"{v.kind} {agent.display_number(v) if agent else v.number}"
+
+
+def _doc_json(agent: DeviceAgent, v: DocumentView) -> dict[str, Any]:
+    return {**v.as_dict(), "display_number": agent.display_number(v)}
 
 
 # --- running a command with the device -----------------------------------------------------
@@ -205,7 +212,7 @@ def _note(args: argparse.Namespace, text: str) -> None:
         notes.append(text)
 
 
-def _show_docs(docs: list[DocumentView], title: str) -> None:
+def _show_docs(docs: list[DocumentView], title: str, agent: DeviceAgent) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -216,7 +223,7 @@ def _show_docs(docs: list[DocumentView], title: str) -> None:
         gross = v.totals[2]
         t.add_row(
             v.kind,
-            str(v.number) if v.number else "0 (unassigned)",
+            agent.display_number(v) if v.number else "0 (unassigned)",
             v.status,
             (v.customer or {}).get("name") or "-",
             f"{gross} {v.currency}",
@@ -265,11 +272,16 @@ async def _cmd_create(args: argparse.Namespace) -> int:
             notes=args.notes,
             number=args.number,
             payment_terms=args.payment_terms,
+            force=args.force,
         )
         if args.json:
-            print_json(v.as_dict())
+            print_json(_doc_json(agent, v))
         elif v.number:
-            print(f"{label(v)} created ({v.doc_id}), total {v.totals[2]} {v.currency}")
+            print(f"{label(v, agent)} created ({v.doc_id}), total {v.totals[2]} {v.currency}")
+            if args.force and any(
+                d["kind"] == v.kind and d["number"] == v.number for d in agent.duplicates()
+            ):
+                _note(args, f"{label(v, agent)} is a duplicate you forced: it shows in duplicates")
         else:
             why = "out of numbers until the next sync" if agent.mode == "distributed" else "offline"
             print(f"{v.kind} created with number 0 ({why}): {v.doc_id}")
@@ -283,9 +295,9 @@ async def _cmd_list(args: argparse.Namespace) -> int:
     async def act(agent: DeviceAgent, online: bool) -> int:
         docs = agent.documents(args.kind)
         if args.json:
-            print_json([v.as_dict() for v in docs])
+            print_json([_doc_json(agent, v) for v in docs])
         else:
-            _show_docs(docs, f"{len(docs)} documents on {agent.device_id} ({agent.user})")
+            _show_docs(docs, f"{len(docs)} documents on {agent.device_id} ({agent.user})", agent)
         return 0
 
     return await _run(args, act)
@@ -300,7 +312,7 @@ async def _cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             print_json(
                 {
-                    **v.as_dict(),
+                    **_doc_json(agent, v),
                     "credit_notes": [c.doc_id for c in credit_notes_of(agent.documents(), doc_id)],
                     "conflicts": conflicts,
                     "history": [e.to_wire() for e in history],
@@ -308,7 +320,9 @@ async def _cmd_show(args: argparse.Namespace) -> int:
             )
             return 0
         net, tax, gross = v.totals
-        print(f"{label(v)}  [{v.status}]  {v.doc_id}")
+        print(f"{label(v, agent)}  [{v.status}]  {v.doc_id}")
+        if v.number:
+            print(f"  sequence number {v.number}, numbered at {v.numbered_at or v.created_at}")
         print(f"  created by {v.user} on {v.device_id} at {v.created_at}")
         if v.customer:
             print(
@@ -395,12 +409,13 @@ async def _cmd_assign(args: argparse.Namespace) -> int:
 async def _cmd_renumber(args: argparse.Namespace) -> int:
     async def act(agent: DeviceAgent, online: bool) -> int:
         doc_id = resolve(agent, args.doc)
-        before = agent.document(doc_id).number
-        v = await agent.set_number(doc_id, args.number)
+        old = agent.document(doc_id)
+        before = agent.display_number(old) if old.number else "0"
+        v = await agent.set_number(doc_id, args.number, args.force)
         if args.json:
-            print_json(v.as_dict())
+            print_json(_doc_json(agent, v))
         else:
-            print(f"{v.kind} {before} is now {v.kind} {v.number} ({doc_id})")
+            print(f"{v.kind} {before} is now {label(v, agent)} ({doc_id})")
         return 0
 
     return await _run(args, act)
@@ -434,7 +449,7 @@ async def _cmd_edit(args: argparse.Namespace) -> int:
                 args.due_date if args.due_date is not None else cur.due_date,
             )
         v = agent.document(doc_id)
-        print_json(v.as_dict()) if args.json else print(f"{label(v)} updated")
+        print_json(v.as_dict()) if args.json else print(f"{label(v, agent)} updated")
         return 0
 
     return await _run(args, act)
@@ -450,9 +465,9 @@ def _simple(method: str, done: str) -> Callable[[argparse.Namespace], Awaitable[
                 print_json(v.as_dict())
             elif method == "convert":
                 src = agent.document(doc_id)
-                print(f"{label(src)} converted into {label(v)} ({v.doc_id})")
+                print(f"{label(src, agent)} converted into {label(v, agent)} ({v.doc_id})")
             else:
-                print(f"{label(v)} {done}")
+                print(f"{label(v, agent)} {done}")
             return 0
 
         return await _run(args, act)
@@ -489,10 +504,21 @@ async def _cmd_status(args: argparse.Namespace) -> int:
             "home",
         ):
             t.add_row(key, "-" if st[key] is None else str(st[key]))
+        for kind, ser in st["series"].items():
+            t.add_row(f"{kind} series", _series_text(ser))
         Console().print(t)
         return 0
 
     return await _run(args, act, sync_after=False)
+
+
+def _series_text(ser: dict[str, Any]) -> str:
+    """ "slot 2, step 3: next 5, 8, 11" (what this user numbers next)."""
+    if ser["mode"] == "centralized":
+        return "from the server (0 while offline)"
+    nxt = ", ".join(str(n) if n else "0 (sync for more)" for n in ser["next"])
+    head = f"slot {ser['slot']}, step {ser['step']}: " if ser["mode"] == "distributed" else ""
+    return f"{head}next {nxt}"
 
 
 async def _cmd_duplicates(args: argparse.Namespace) -> int:
@@ -505,7 +531,8 @@ async def _cmd_duplicates(args: argparse.Namespace) -> int:
         else:
             for d in dups:
                 who = ", ".join(f"{x['doc_id'][:8]} ({x['user']})" for x in d["documents"])
-                print(f"{d['kind']} {d['number']} is used {len(d['documents'])} times: {who}")
+                shown = d.get("display_number", d["number"])
+                print(f"{d['kind']} {shown} is used {len(d['documents'])} times: {who}")
             print("fix with: synvoice device renumber DOC NUMBER")
         return 0
 
@@ -596,6 +623,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--notes")
     p.add_argument("--payment-terms", help="this document's terms (default: the seller's)")
     p.add_argument("--number", type=int, help="set the number by hand")
+    p.add_argument(
+        "--force", action="store_true", help="use --number even if it is taken (a duplicate)"
+    )
     _common(p)
     p.set_defaults(handler=_cmd_create)
 
@@ -621,6 +651,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ds.add_parser("renumber", help="set a document's number by hand")
     p.add_argument("doc")
     p.add_argument("number", type=int)
+    p.add_argument("--force", action="store_true", help="even if the number is taken")
     _common(p)
     p.set_defaults(handler=_cmd_renumber)
 

@@ -22,7 +22,7 @@ from devices.state import LocalState
 from engine import codec, protocol
 from engine.document import DocumentView
 from engine.errors import SynvoiceError
-from engine.events import Event
+from engine.events import Event, now
 from engine.schema.common import KINDS, Customer, Line, NumberSource
 from engine.schema.documents import (
     Converted,
@@ -158,9 +158,11 @@ class Commands:
         doc_id: str | uuid.UUID | None = None,
         credits: str | uuid.UUID | None = None,
         payment_terms: str | None = None,
+        force: bool = False,
     ) -> DocumentView:
         """A new invoice, quote or estimate, numbered per the user mode (or ``number``,
-        set by hand). Works offline (centralized mode then gives number 0)."""
+        set by hand: refused if already used in its series unless ``force``). Works
+        offline (centralized mode then gives number 0)."""
         lines = _lines(lines)  # checked once; a second try reads them again
 
         async def run(first_try: bool) -> str:
@@ -178,6 +180,7 @@ class Commands:
                 credits=credits,
                 payment_terms=payment_terms,
                 first_try=first_try,
+                force=force,
             )
 
         return self.state.document(await self._numbered(run))
@@ -198,6 +201,7 @@ class Commands:
         credits: str | uuid.UUID | None = None,
         payment_terms: str | None = None,
         first_try: bool = True,
+        force: bool = False,
     ) -> str:
         if kind not in KINDS:
             raise SynvoiceError("schema", f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -223,11 +227,15 @@ class Commands:
             if existing is not None and existing.created:
                 raise SynvoiceError("conflict", f"document {new_id} exists already")
         source: NumberSource
+        forced = False
         if number is not None:
             check_number(number)
             source = "manual"
+            forced = self._check_free(kind, number, str(new_id), force)
         else:
             number, source = await self._next_number(kind, new_id, first_try)
+        if forced:
+            fields["forced"] = True
         payload = _model(DocumentCreated, number=number, number_source=source, **fields)
         self.emit("document.created", payload, str(new_id), kind)
         return str(new_id)
@@ -272,16 +280,51 @@ class Commands:
             self.emit(type_, payload, v.doc_id, v.kind)
         return self.state.document(v.doc_id)
 
-    async def set_number(self, doc_id: str | uuid.UUID, number: int) -> DocumentView:
-        """Set a number by hand (any mode, any time): e.g. to fix a duplicate."""
+    async def set_number(
+        self, doc_id: str | uuid.UUID, number: int, force: bool = False
+    ) -> DocumentView:
+        """Set a number by hand (any mode, any time): e.g. to fix a duplicate. A number
+        already used in the series is refused unless ``force`` (then recorded as forced)."""
         check_number(number)
         async with self.command():
             v = self._doc(doc_id)
-            await self._assign(v, number, "manual")
+            forced = self._check_free(v.kind, number, v.doc_id, force)
+            await self._assign(v, number, "manual", forced)
         return self.state.document(v.doc_id)
 
-    async def _assign(self, v: DocumentView, number: int, source: NumberSource) -> None:
-        payload = NumberAssigned(number=number, source=source, previous=v.number)
+    def _check_free(self, kind: str, number: int, doc_id: str, force: bool) -> bool:
+        """Refuse a typed number that another document known here holds in the same
+        series (kind and period); with ``force``, True: the duplicate is acknowledged."""
+        st = self.state
+        if number not in st.numbering.numbers.get(kind, ()):
+            return False  # the usual case: nobody known here holds it
+        ns = st.numbering.settings
+        period = ns.period(kind, now())
+        holders = [
+            v
+            for v in st.documents(kind)
+            if v.number == number
+            and v.doc_id != doc_id
+            and v.created
+            and ns.period(kind, v.numbered_at or v.created_at) == period
+        ]
+        if not holders:
+            return False
+        if force:
+            return True
+        h = holders[0]
+        shown = ns.display(kind, number, h.numbered_at or h.created_at, h.user)
+        who = (h.customer or {}).get("name") or h.doc_id[:8]
+        raise SynvoiceError(
+            "duplicate",
+            f"{kind} {shown} is already used by {h.doc_id[:8]} ({who}, {h.user}, {h.status}): "
+            "give another number, or force it (--force) to record a known duplicate",
+        )
+
+    async def _assign(
+        self, v: DocumentView, number: int, source: NumberSource, forced: bool = False
+    ) -> None:
+        payload = NumberAssigned(number=number, source=source, previous=v.number, forced=forced)
         self.emit("document.number_assigned", payload, v.doc_id, v.kind)
         if v.doc_id in self.state.pending_numbers:  # a later number replaces the pending one
             await self.state.shielded(self.state.drop_pending(v.doc_id))

@@ -233,7 +233,8 @@ def register(console: Console) -> None:
             raise FormError(
                 f"{v.kind} {number} is in use: confirm on the preview to use it anyway."
             )
-        await agent.set_number(v.doc_id, number)
+        # Confirmed on the preview: a duplicate on purpose (recorded as forced).
+        await agent.set_number(v.doc_id, number, force=form.get("confirm") == "yes")
         await agent.wait_synced(timeout=15.0)
         console.flash(request, "ok", f"{v.kind.capitalize()} {v.number} is now {number}.")
         return RedirectResponse(f"/documents/{v.doc_id}", 303)

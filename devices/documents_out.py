@@ -35,7 +35,11 @@ def credit_notes_of(docs: Sequence[DocumentView], invoice_id: str) -> list[Docum
 
 
 def invoice_data(
-    view: DocumentView, seller: SellerSet, docs: Sequence[DocumentView], today: date
+    view: DocumentView,
+    seller: SellerSet,
+    docs: Sequence[DocumentView],
+    today: date,
+    display_number: str | None = None,
 ) -> InvoiceData:
     """What the renderer needs for one document (``docs``: the device's others,
     for the credit-note links both ways)."""
@@ -61,6 +65,7 @@ def invoice_data(
         payment_terms=view.payment_terms,
         credits_number=credited,
         credit_notes=notes,
+        display_number=display_number,
     )
 
 
@@ -78,7 +83,13 @@ async def data_of(agent: Any, doc_id: str, today: date | None = None) -> Invoice
     view: DocumentView = agent.document(doc_id)
     if view.status == "void":
         raise SynvoiceError("conflict", f"{view.kind} {view.number} is void")
-    return invoice_data(view, await seller_of(agent), agent.documents(), today or date.today())
+    return invoice_data(
+        view,
+        await seller_of(agent),
+        agent.documents(),
+        today or date.today(),
+        agent.display_number(view),  # the series' pattern, e.g. INV-2026-0042
+    )
 
 
 def file_name(data: InvoiceData, suffix: str = ".pdf") -> str:

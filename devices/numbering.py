@@ -18,42 +18,30 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from engine.document import DocumentView
-from engine.events import Event
-from engine.numbering import (
-    Epoch,
-    close_epochs,
-    distributed_next,
-    epoch_owner,
-    fold_epoch_event,
-)
-from engine.schema.common import KINDS
+from engine.events import Event, now
+from engine.numbering import Epoch, distributed_next, epoch_owner
+from engine.schema.common import KINDS, UserMode
+from engine.settings_fold import SETTINGS_TYPES, NumberingSettings
 
 # The event types ``observe_wire`` folds; every other type leaves the numbering as it
 # is, so a catch-up hands over only these.
-OBSERVED_TYPES = frozenset(
-    {
-        "document.created",
-        "document.number_assigned",
-        "settings.user_mode_set",
-        "settings.user_enrolled",
-        "numbering.epoch_opened",
-        "numbering.epoch_extended",
-    }
-)
+OBSERVED_TYPES = frozenset({"document.created", "document.number_assigned"}) | SETTINGS_TYPES
 
 
 @dataclass
 class DeviceNumbering:
-    mode: str = "centralized"  # the engine's default until a settings event says otherwise
-    mode_set: bool = False
-    users: dict[str, int] = field(default_factory=dict)  # user -> slot
-    epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    # The user mode, users' slots and epochs: the engine's own fold.
+    settings: NumberingSettings = field(default_factory=NumberingSettings)
     numbers: dict[str, set[int]] = field(default_factory=lambda: {k: set() for k in KINDS})
     highest: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    # (kind, period) -> highest number, for kinds whose pattern resets (single mode
+    # numbers after the highest of the current period)
+    period_highest: dict[tuple[str, str], int] = field(default_factory=dict)
     # (kind, user) -> highest known number in that user's progressions (a cache)
     _mine: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
@@ -61,23 +49,43 @@ class DeviceNumbering:
 
     def observe(self, ev: Event) -> None:
         """Fold one event (any type; unrelated ones are ignored)."""
-        self.observe_wire(ev.type, ev.kind, ev.data)
+        self.observe_wire(ev.type, ev.kind, ev.data, ev.device_time)
 
-    def observe_wire(self, t: str, kind: str | None, data: Mapping[str, Any]) -> None:
-        """The same from an event's wire fields (a valid event of the current schema)."""
+    def observe_wire(
+        self,
+        t: str,
+        kind: str | None,
+        data: Mapping[str, Any],
+        when: datetime | str | None = None,
+    ) -> None:
+        """The same from an event's wire fields (a valid event of the current schema);
+        ``when`` is its device time (the period a number counts in)."""
         if t == "document.created" or t == "document.number_assigned":
             if kind:
-                self.use(kind, int(data.get("number") or 0))
-        elif t == "settings.user_mode_set":
-            mode = str(data["mode"])
-            if self.mode == "distributed" and mode != "distributed":
-                close_epochs(self.epochs, self.highest)  # no new numbers in them
-            self.mode = mode
-            self.mode_set = True
-        elif t == "settings.user_enrolled":
-            self.users[str(data["user"])] = int(data["slot"])
-        elif (k := fold_epoch_event(self.epochs, t, data)) is not None:
-            self._forget(k)
+                number = int(data.get("number") or 0)
+                self.use(kind, number)
+                if number and self.settings.patterns and when is not None:
+                    self._use_period(kind, number, when)
+        else:
+            for k in self.settings.apply(t, data, self.highest) or ():
+                self._forget(k)
+
+    @property
+    def mode(self) -> UserMode:
+        return self.settings.mode
+
+    @property
+    def mode_set(self) -> bool:
+        return self.settings.mode_set
+
+    @property
+    def users(self) -> dict[str, int]:
+        """user -> slot"""
+        return self.settings.users
+
+    @property
+    def epochs(self) -> dict[str, list[Epoch]]:
+        return self.settings.epochs
 
     def use(self, kind: str, number: int) -> None:
         """Record that ``number`` is used in the ``kind`` series."""
@@ -91,6 +99,14 @@ class DeviceNumbering:
         for (k, user), best in list(self._mine.items()):
             if k == kind and number > best and self._owner(kind, number) == user:
                 self._mine[(k, user)] = number
+
+    def _use_period(self, kind: str, number: int, when: datetime | str) -> None:
+        p = self.settings.pattern_at(kind, when)
+        if p is None or p.reset == "never":
+            return
+        key = (kind, self.settings.period(kind, when))
+        if number > self.period_highest.get(key, 0):
+            self.period_highest[key] = number
 
     def _forget(self, kind: str) -> None:
         # Ownership of numbers changes with the epochs: recompute lazily.
@@ -118,10 +134,43 @@ class DeviceNumbering:
         """The next number made on the device; None in centralized mode (ask the
         server), 0 in distributed mode when the known epochs are exhausted."""
         if self.mode == "single":
+            p = self.settings.pattern(kind)
+            if p is not None and p.reset != "never":
+                # Numbers restart each period (in the business's time zone): the
+                # period of now, the moment the number is assigned.
+                return self.period_highest.get((kind, p.period(now())), 0) + 1
             return self.highest[kind] + 1
         if self.mode == "distributed":
             return distributed_next(self.epochs[kind], user, [self.mine(kind, user)])
         return None
+
+    def series(self, kind: str, user: str, count: int = 3) -> dict[str, Any]:
+        """The user's series of ``kind``: slot, step and the next ``count`` numbers the
+        device would give (distributed: 0 where the known epochs end; centralized:
+        empty, the server numbers)."""
+        slot = self.users.get(user)
+        out: dict[str, Any] = {"kind": kind, "mode": self.mode, "slot": slot, "step": 1}
+        if self.mode == "single":
+            first = self.next_number(kind, user) or 1
+            out["next"] = [first + i for i in range(count)]
+            return out
+        if self.mode != "distributed":
+            out["next"] = []
+            return out
+        eps = self.epochs[kind]
+        last = self.mine(kind, user)
+        nxt: list[int] = []
+        while len(nxt) < count:
+            n = distributed_next(eps, user, [last])
+            nxt.append(n)
+            if n == 0:
+                break
+            last = n
+        step = next((e.increment for e in eps if nxt and nxt[0] and e.owner(nxt[0]) == user), None)
+        open_eps = [e for e in eps if e.cap is None]
+        out["step"] = step or (open_eps[-1].increment if open_eps else self.settings.team or 1)
+        out["next"] = nxt
+        return out
 
     def slot_of(self, user: str) -> int | None:
         return self.users.get(user)
@@ -130,38 +179,24 @@ class DeviceNumbering:
 
     def copy(self) -> DeviceNumbering:
         return DeviceNumbering(
-            mode=self.mode,
-            mode_set=self.mode_set,
-            users=dict(self.users),
-            epochs={
-                k: [replace(e, slots=dict(e.slots)) for e in eps] for k, eps in self.epochs.items()
-            },
+            settings=self.settings.copy(),
             numbers={k: set(v) for k, v in self.numbers.items()},
             highest=dict(self.highest),
+            period_highest=dict(self.period_highest),
             _mine=dict(self._mine),
         )
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
-            "mode_set": self.mode_set,
-            "users": self.users,
-            "epochs": {
-                k: [[e.epoch, e.start, e.increment, e.slots, e.end, e.cap] for e in eps]
-                for k, eps in self.epochs.items()
-            },
+            **self.settings.to_snapshot(),
             "numbers": {k: sorted(v) for k, v in self.numbers.items()},
+            "period_highest": [[k, p, n] for (k, p), n in sorted(self.period_highest.items())],
         }
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> DeviceNumbering:
-        dn = cls(mode=str(snap["mode"]), mode_set=bool(snap["mode_set"]), users=dict(snap["users"]))
-        for k, eps in snap["epochs"].items():
-            # Snapshots before epochs had a cap hold five items.
-            dn.epochs[k] = [
-                Epoch(e, s, i, dict(sl), end, cap[0] if cap else None)
-                for e, s, i, sl, end, *cap in eps
-            ]
+        dn = cls(settings=NumberingSettings.from_snapshot(snap))
+        dn.period_highest = {(k, p): int(n) for k, p, n in snap.get("period_highest", [])}
         for k, nums in snap["numbers"].items():
             dn.numbers[k] = set(nums)
             dn.highest[k] = max(nums, default=0)
@@ -171,34 +206,41 @@ class DeviceNumbering:
 # --- reports ----------------------------------------------------------------------------
 
 
-def duplicates(views: list[DocumentView]) -> list[dict[str, Any]]:
-    """Numbers used by more than one document, per kind (number 0 = unassigned, skipped).
+def duplicates(
+    views: list[DocumentView], settings: NumberingSettings | None = None
+) -> list[dict[str, Any]]:
+    """Numbers used by more than one document in one series: per kind, and per
+    period when the kind's pattern resets (number 0 = unassigned, skipped).
 
-    Sorted by kind and number; each entry lists the documents sharing the number.
-    """
-    groups: dict[tuple[str, int], list[DocumentView]] = defaultdict(list)
+    Sorted by kind, period and number; each entry lists the documents sharing the
+    number and, with ``settings``, its display number."""
+    groups: dict[tuple[str, str, int], list[DocumentView]] = defaultdict(list)
     for v in views:
         if v.created and v.number > 0:
-            groups[(v.kind, v.number)].append(v)
+            at = v.numbered_at or v.created_at
+            period = settings.period(v.kind, at) if settings is not None else ""
+            groups[(v.kind, period, v.number)].append(v)
     out = []
-    for (kind, number), docs in sorted(groups.items()):
+    for (kind, period, number), docs in sorted(groups.items()):
         if len(docs) > 1:
-            out.append(
+            first = docs[0]
+            entry: dict[str, Any] = {"kind": kind, "number": number}
+            if settings is not None:
+                entry["period"] = period
+                entry["display_number"] = settings.display(
+                    kind, number, first.numbered_at or first.created_at, first.user
+                )
+            entry["documents"] = [
                 {
-                    "kind": kind,
-                    "number": number,
-                    "documents": [
-                        {
-                            "doc_id": d.doc_id,
-                            "user": d.user,
-                            "device_id": d.device_id,
-                            "status": d.status,
-                            "customer": (d.customer or {}).get("name"),
-                        }
-                        for d in sorted(docs, key=lambda d: (d.created_at or "", d.doc_id))
-                    ],
+                    "doc_id": d.doc_id,
+                    "user": d.user,
+                    "device_id": d.device_id,
+                    "status": d.status,
+                    "customer": (d.customer or {}).get("name"),
                 }
-            )
+                for d in sorted(docs, key=lambda d: (d.created_at or "", d.doc_id))
+            ]
+            out.append(entry)
     return out
 
 

@@ -259,8 +259,8 @@ async def pull(state: LocalState, fetch: Fetch, on_progress: ProgressFn | None =
             # The numbering learns the page now, before it is stored: observing
             # is idempotent, so if the write fails, pulling the page again (from
             # the stored position, in log order) leaves it as it would be.
-            for t, kind, data in folded.numbering:
-                st.numbering.observe_wire(t, kind, data)
+            for t, kind, data, when in folded.numbering:
+                st.numbering.observe_wire(t, kind, data, when)
             meta: dict[str, Any] = {
                 "last_position": folded.last,
                 "head": max(head, folded.last),

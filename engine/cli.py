@@ -19,6 +19,7 @@ from typing import Any
 from engine.client import plain, public_url
 from engine.config import EngineConfig
 from engine.errors import SynvoiceError
+from engine.schema.common import KINDS
 
 Handler = Callable[[argparse.Namespace], Awaitable[int] | int]
 
@@ -224,7 +225,7 @@ async def _cmd_mode(args: argparse.Namespace) -> int:
             r = {"mode": st["mode"], "mode_set": st["mode_set"]}
             print_json(r) if args.json else print(st["mode"])
             return 0
-        r = plain(await client.set_mode(args.mode, args.force))
+        r = plain(await client.set_mode(args.mode, args.force, args.team))
     finally:
         await client.close()
     if args.json:
@@ -233,6 +234,46 @@ async def _cmd_mode(args: argparse.Namespace) -> int:
         print(f"user mode is now {r['mode']} (was {r['previous']})")
     else:
         print(f"user mode is already {r['mode']}")
+    if args.team is not None and not args.json:
+        print(f"team size {args.team}: slot k numbers k, k+{args.team}, k+{2 * args.team}, ...")
+    return 0
+
+
+async def _cmd_numbering(args: argparse.Namespace) -> int:
+    client = await admin_client(args)
+    try:
+        if args.action == "team":
+            await client.set_numbering(team=args.size)
+        elif args.action == "pattern":
+            await client.set_numbering(
+                kind=args.kind, pattern=args.pattern, reset=args.reset, tz=args.tz
+            )
+        st = plain(await client.status())
+    finally:
+        await client.close()
+    r = {
+        "mode": st["mode"],
+        "team": st.get("team", 0),
+        "users": st["users"],
+        "patterns": st.get("patterns", {}),
+        "epochs": st["epochs"],
+    }
+    if args.json:
+        print_json(r)
+        return 0
+    team = r["team"]
+    n = max(team, len(r["users"]), 1)
+    print(f"user mode      {r['mode']}")
+    print(f"team size      {team if team else f'not stated (the number of users: {n})'}")
+    if r["mode"] == "distributed":
+        for user, slot in sorted(r["users"].items(), key=lambda u: u[1]):
+            print(f"  {user}: slot {slot}")
+    for kind in KINDS:
+        p = r["patterns"].get(kind)
+        if p is None:
+            print(f"{kind:<14} {{SEQ}}  (no pattern: bare numbers)")
+        else:
+            print(f"{kind:<14} {p['pattern']}  reset {p['reset']}, {p['tz']}, since {p['since']}")
     return 0
 
 
@@ -508,10 +549,33 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("mode", help="show or set the user mode (single/centralized/distributed)")
     p.add_argument("mode", nargs="?", choices=["single", "centralized", "distributed"])
     p.add_argument("--force", action="store_true", help="change even though documents exist")
+    p.add_argument(
+        "--team", type=int, help="the team size: distributed slot k numbers k, k+N, k+2N…"
+    )
     add_data_arg(p)
     p.add_argument("--nats-url")
     add_json_arg(p)
     p.set_defaults(handler=_cmd_mode)
+
+    p = sub.add_parser("numbering", help="number series: team size and number patterns")
+    nsub = p.add_subparsers(dest="action", required=True)
+    q = nsub.add_parser("show", help="the team size, slots and each kind's pattern")
+    q = nsub.add_parser("team", help="state the team size (the seed's Increment Number)")
+    q.add_argument("size", type=int)
+    q = nsub.add_parser(
+        "pattern", help="set how a kind's numbers are shown, e.g. INV-{YYYY}-{SEQ:4}"
+    )
+    q.add_argument("kind", choices=list(KINDS))
+    q.add_argument("pattern", help="tokens: {SEQ} {SEQ:n} {YYYY} {YY} {MM} {USER} {SLOT}")
+    q.add_argument("--reset", choices=["never", "yearly", "monthly"], default="never")
+    q.add_argument(
+        "--tz", default="UTC", help="the business's time zone (IANA, e.g. Europe/Berlin)"
+    )
+    for q in nsub.choices.values():
+        add_data_arg(q)
+        q.add_argument("--nats-url")
+        add_json_arg(q)
+        q.set_defaults(handler=_cmd_numbering)
 
     p = sub.add_parser("status", help="engine status (incl. edition, limits and usage)")
     add_data_arg(p)

@@ -24,6 +24,7 @@ from engine.messages import (
     IntegrationRemovedReply,
     IntegrationReply,
     ModeReply,
+    NumberingReply,
     NumbersReply,
     PulledPage,
     PullReply,
@@ -163,9 +164,29 @@ class EngineClient:
         body = {"device_id": device_id, "reason": reason}
         return await self._call(RevokeReply, protocol.ADMIN_REVOKE, body)
 
-    async def set_mode(self, mode: str, force: bool = False) -> ModeReply:
-        body = {"mode": mode, "force": force}
+    async def set_mode(self, mode: str, force: bool = False, team: int | None = None) -> ModeReply:
+        body: dict[str, Any] = {"mode": mode, "force": force}
+        if team is not None:
+            body["team"] = team
         return await self._call(ModeReply, protocol.ADMIN_MODE, body)
+
+    async def set_numbering(
+        self,
+        team: int | None = None,
+        kind: str | None = None,
+        pattern: str | None = None,
+        reset: str = "never",
+        tz: str = "UTC",
+    ) -> NumberingReply:
+        """The team size and/or one kind's number pattern (admin)."""
+        body: dict[str, Any] = {"reset": reset, "tz": tz}
+        if team is not None:
+            body["team"] = team
+        if kind is not None:
+            body["kind"] = kind
+        if pattern is not None:
+            body["pattern"] = pattern
+        return await self._call(NumberingReply, protocol.ADMIN_NUMBERING, body)
 
     async def register(self, key: str) -> RegisterReply:
         """Register an edition key (admin)."""

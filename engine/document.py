@@ -140,6 +140,9 @@ class DocumentView:
     credits: str | None = None  # a credit note: the invoice it corrects
     payment_terms: str | None = None  # this document's own terms (else the seller's)
     void_reason: str | None = None
+    # Device time of the event that gave the current number (its period and the
+    # pattern in force then make the display number, ``engine.settings_fold``).
+    numbered_at: str | None = None
     events: int = 0
     last_position: int = 0  # 0 while only local (unsynced) events shaped it
     created: bool = False  # False while only later events (e.g. a server number) arrived
@@ -266,6 +269,7 @@ def fold_wire(v: DocumentView, ev: Mapping[str, Any], conflicts: list[Conflict])
         if number or "number" not in writes:
             v.number = number
             v.number_source = d.get("number_source", "device")
+            v.numbered_at = ev["device_time"] if number else None
             writes["number"] = w
         v.customer = d.get("customer")
         v.lines = list(d.get("lines", ()))
@@ -296,6 +300,7 @@ def fold_wire(v: DocumentView, ev: Mapping[str, Any], conflicts: list[Conflict])
             _write(v, "number", pos, eid, device, seen, conflicts)
         v.number = d["number"]
         v.number_source = d["source"]
+        v.numbered_at = ev["device_time"] if d["number"] else None
     elif t == "document.issued":
         if v.status == "draft":
             v.status = "issued"

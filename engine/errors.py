@@ -19,6 +19,7 @@ ERROR_CODES: dict[str, int] = {
     "forbidden": 403,  # event claims another device/user, or type not allowed
     "mode": 409,  # operation not allowed in the current user mode
     "conflict": 409,  # e.g. user mode change after documents exist without --force
+    "duplicate": 409,  # a typed number already used in its series (force to record it)
     "limit": 402,  # edition limit reached (devices, users, data size); a device's rate
     "replayed": 409,  # a copy of a signed request already received (engine.replay_guard)
     "bad_key": 422,  # registration key forged, altered, damaged or expired

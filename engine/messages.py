@@ -75,6 +75,17 @@ class ModeRequest(Struct):
 
     mode: str  # single | centralized | distributed
     force: bool = False
+    team: int | None = None  # also state the team size (``admin.numbering``)
+
+
+class NumberingRequest(Struct):
+    """``admin.numbering``: the team size and/or one kind's number pattern."""
+
+    team: int | None = None
+    kind: str | None = None
+    pattern: str | None = None
+    reset: str = "never"  # never | yearly | monthly
+    tz: str = "UTC"  # the business's time zone (IANA name)
 
 
 class RegisterRequest(Struct):
@@ -221,6 +232,23 @@ class ViewsStatus(Struct):
     error: str | None
 
 
+class PatternStatus(Struct):
+    """One kind's number pattern in force (``engine.patterns``)."""
+
+    pattern: str
+    reset: str
+    tz: str
+    since: str
+
+
+class NumberingReply(Struct, omit_defaults=True):
+    """``admin.numbering``: the numbering settings now in force."""
+
+    changed: bool
+    team: int  # 0: not stated (the increment is the number of users)
+    patterns: dict[str, PatternStatus]
+
+
 class StatusReply(EditionStatus, kw_only=True, omit_defaults=True):
     """``status``."""
 
@@ -236,6 +264,8 @@ class StatusReply(EditionStatus, kw_only=True, omit_defaults=True):
     data_bytes: int
     counters: dict[str, int]  # kind -> last number handed out
     epochs: dict[str, list[EpochStatus]]
+    team: int = 0  # the stated team size, 0: not stated
+    patterns: dict[str, PatternStatus] = msgspec.field(default_factory=dict)
     uptime: float
     usage: Usage
     integrations: list[str]
@@ -347,6 +377,7 @@ REQUESTS: tuple[type[Struct], ...] = (
     EnrollRequest,
     RevokeRequest,
     ModeRequest,
+    NumberingRequest,
     RegisterRequest,
     IntegrationRequest,
 )

@@ -15,6 +15,13 @@ already use numbers up to it) and a new epoch with N+1 starts at ``end + 1``.
 Numbers below ``end`` keep the old progression, numbers above it the new one,
 so two users can never produce the same number. A device that exhausts its
 known epochs offline gives number 0, like centralized offline, until it syncs.
+
+Team size (the seed's "Increment Number"): when the operator states it, an
+epoch's increment is the team size (or the number of users, if more), and a
+user enrolled later whose slot k is still free in the open epoch joins it
+(``join_open_epoch``): nobody can have used slot k's progression yet, so the
+user numbers k, k+N, k+2N… with no new epoch. Only a user beyond the team size,
+or a change of the team size, opens a new epoch (above the open one's end).
 """
 
 from __future__ import annotations
@@ -124,9 +131,28 @@ def epoch_owner(epochs: list[Epoch], number: int) -> tuple[int, str] | None:
     return None
 
 
-def open_epoch(epochs: list[Epoch], slots: dict[str, int], runway: int) -> Epoch:
+def increment_for(users: Mapping[str, int], team: int) -> int:
+    """The increment of a new epoch: the team size, or the number of users if more."""
+    return max(len(users), team, 1)
+
+
+def join_open_epoch(epochs: list[Epoch], user: str, slot: int) -> bool:
+    """A user enrolled with ``slot`` joins the open epoch if that slot is free in it
+    (its progression is then unused by anyone). Returns whether it joined."""
+    if not epochs:
+        return False
+    ep = epochs[-1]
+    if ep.cap is not None or user in ep.slots or slot > ep.increment:
+        return False
+    if slot in ep.slots.values():
+        return False
+    ep.slots[user] = slot
+    return True
+
+
+def open_epoch(epochs: list[Epoch], slots: dict[str, int], runway: int, team: int = 0) -> Epoch:
     """A new epoch after the current one (or the first), for the given slots."""
-    n = max(len(slots), 1)
+    n = increment_for(slots, team)
     start = (epochs[-1].end + 1) if epochs else 1
     return Epoch(
         epoch=(epochs[-1].epoch + 1) if epochs else 1,

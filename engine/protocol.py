@@ -15,7 +15,9 @@ NUMBERS = f"{PREFIX}.numbers.next"  # {"items": [{"kind", "doc_id", "fresh"?}]}
 STATUS = f"{PREFIX}.status"  # {}
 ADMIN_ENROLL = f"{PREFIX}.admin.enroll"  # {"user", "name"?}
 ADMIN_REVOKE = f"{PREFIX}.admin.revoke"  # {"device_id", "reason"?}
-ADMIN_MODE = f"{PREFIX}.admin.mode"  # {"mode", "force"?}
+ADMIN_MODE = f"{PREFIX}.admin.mode"  # {"mode", "force"?, "team"?}
+# {"team"?, "kind"?, "pattern"?, "reset"?, "tz"?}: team size, number patterns
+ADMIN_NUMBERING = f"{PREFIX}.admin.numbering"
 ADMIN_REGISTER = f"{PREFIX}.admin.register"  # {"key"}
 ADMIN_INTEGRATION = f"{PREFIX}.admin.integration"  # {"action": add|remove|list, "name"?}
 

@@ -13,11 +13,12 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from engine import codec
 from engine.events import Event, parse_event
-from engine.numbering import CentralCounter, Epoch, close_epochs, fold_epoch_event
+from engine.numbering import CentralCounter, Epoch
 from engine.schema.common import KINDS, UserMode
 from engine.schema.settings import (
     DeviceEnrolled,
@@ -25,9 +26,8 @@ from engine.schema.settings import (
     IntegrationAdded,
     IntegrationRemoved,
     Registered,
-    UserEnrolled,
-    UserModeSet,
 )
+from engine.settings_fold import SETTINGS_TYPES, NumberingSettings
 
 
 @dataclass
@@ -39,9 +39,8 @@ class DeviceInfo:
 
 @dataclass
 class EngineState:
-    mode: UserMode = "centralized"
-    mode_set: bool = False
-    users: dict[str, int] = field(default_factory=dict)  # user -> slot
+    # The user mode, users' slots and epochs: the fold devices and projections share.
+    numbering: NumberingSettings = field(default_factory=NumberingSettings)
     devices: dict[str, DeviceInfo] = field(default_factory=dict)
     documents: int = 0
     events: int = 0
@@ -49,7 +48,9 @@ class EngineState:
     counters: dict[str, CentralCounter] = field(
         default_factory=lambda: {k: CentralCounter() for k in KINDS}
     )
-    epochs: dict[str, list[Epoch]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    # "kind/period" -> the centralized counter of a period, for a kind whose number
+    # pattern resets yearly or monthly (``counter``); ``counters`` still sees every number.
+    period_counters: dict[str, CentralCounter] = field(default_factory=dict)
     # The last accepted registration (a settings.registered payload, JSON form).
     registration: dict[str, Any] | None = None
     integrations: dict[str, str] = field(default_factory=dict)  # name -> credential id
@@ -66,21 +67,16 @@ class EngineState:
             self.documents += 1
             c = event.data
             if c.get("number") and event.kind:
-                self._observe(event.kind, c["number"], c.get("number_source", "device"))
+                self._observe(
+                    event.kind, c["number"], c.get("number_source", "device"), event.device_time
+                )
         elif t == "document.number_assigned":
             a = event.data
             if a.get("number") and event.kind:
-                self._observe(event.kind, a["number"], a["source"])
-        elif t == "settings.user_mode_set":
-            mode = event.payload(UserModeSet).mode
-            if self.mode == "distributed" and mode != "distributed":
-                # A later switch back opens new epochs (see EngineCore._epochs_stale).
-                close_epochs(self.epochs, {k: c.highest for k, c in self.counters.items()})
-            self.mode = mode
-            self.mode_set = True
-        elif t == "settings.user_enrolled":
-            u: UserEnrolled = event.payload(UserEnrolled)
-            self.users[u.user] = u.slot
+                self._observe(event.kind, a["number"], a["source"], event.device_time)
+        elif t in SETTINGS_TYPES:
+            # A switch back to distributed opens new epochs (see core.numbers.epochs_stale).
+            self.numbering.apply(t, event.data, {k: c.highest for k, c in self.counters.items()})
         elif t == "settings.device_enrolled":
             d: DeviceEnrolled = event.payload(DeviceEnrolled)
             self.devices[d.device_id] = DeviceInfo(user=d.user, name=d.name)
@@ -95,24 +91,57 @@ class EngineState:
             self.integrations[ia.name] = ia.credential_id
         elif t == "settings.integration_removed":
             self.integrations.pop(event.payload(IntegrationRemoved).name, None)
-        elif t in ("numbering.epoch_opened", "numbering.epoch_extended"):
-            fold_epoch_event(self.epochs, t, event.data)
+
+    @property
+    def mode(self) -> UserMode:
+        return self.numbering.mode
+
+    @property
+    def mode_set(self) -> bool:
+        return self.numbering.mode_set
+
+    @property
+    def users(self) -> dict[str, int]:
+        """user -> slot"""
+        return self.numbering.users
+
+    @property
+    def epochs(self) -> dict[str, list[Epoch]]:
+        return self.numbering.epochs
 
     def active_device_users(self) -> list[str]:
         """The user of every device that is not revoked (what editions count)."""
         return [i.user for i in self.devices.values() if not i.revoked]
 
-    def _observe(self, kind: str, number: int, source: str) -> None:
+    def counter(self, kind: str, when: datetime) -> CentralCounter:
+        """The centralized counter a number of ``kind`` assigned at ``when`` comes
+        from: the kind's own, or its period's when the kind's pattern resets."""
+        key = self._period_key(kind, when)
+        if key is None:
+            return self.counters[kind]
+        return self.period_counters.setdefault(key, CentralCounter())
+
+    def _period_key(self, kind: str, when: datetime) -> str | None:
+        if not self.numbering.patterns:
+            return None
+        p = self.numbering.pattern_at(kind, when)
+        if p is None or p.reset == "never":
+            return None
+        return f"{kind}/{p.period(when)}"
+
+    def _observe(self, kind: str, number: int, source: str, when: datetime) -> None:
         # Only centralized mode needs the hand-set numbers above the counter.
-        self.counters[kind].observe(number, source, track=self.mode == "centralized")
+        track = self.mode == "centralized"
+        self.counters[kind].observe(number, source, track=track)
+        key = self._period_key(kind, when)
+        if key is not None:
+            self.period_counters.setdefault(key, CentralCounter()).observe(number, source, track)
 
     # --- snapshot -------------------------------------------------------------------
 
     def to_snapshot(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
-            "mode_set": self.mode_set,
-            "users": self.users,
+            **self.numbering.to_snapshot(),
             "devices": {
                 d: {"user": i.user, "name": i.name, "revoked": i.revoked}
                 for d, i in self.devices.items()
@@ -121,9 +150,8 @@ class EngineState:
             "events": self.events,
             "data_bytes": self.data_bytes,
             "counters": {k: [c.last, sorted(c.taken), c.highest] for k, c in self.counters.items()},
-            "epochs": {
-                k: [[e.epoch, e.start, e.increment, e.slots, e.end, e.cap] for e in eps]
-                for k, eps in self.epochs.items()
+            "period_counters": {
+                k: [c.last, sorted(c.taken), c.highest] for k, c in self.period_counters.items()
             },
             "registration": self.registration,
             "integrations": self.integrations,
@@ -133,9 +161,7 @@ class EngineState:
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> EngineState:
         st = cls(
-            mode=snap["mode"],
-            mode_set=snap["mode_set"],
-            users=dict(snap["users"]),
+            numbering=NumberingSettings.from_snapshot(snap),
             devices={d: DeviceInfo(**i) for d, i in snap["devices"].items()},
             documents=snap["documents"],
             events=snap["events"],
@@ -146,39 +172,27 @@ class EngineState:
         )
         for k, (last, taken, highest) in snap["counters"].items():
             st.counters[k] = CentralCounter(last=last, taken=set(taken), highest=highest)
-        for k, eps in snap["epochs"].items():
-            # Snapshots before epochs had a cap hold five items.
-            st.epochs[k] = [
-                Epoch(
-                    epoch=e,
-                    start=s,
-                    increment=i,
-                    slots=dict(sl),
-                    end=end,
-                    cap=cap[0] if cap else None,
-                )
-                for e, s, i, sl, end, *cap in eps
-            ]
+        for k, (last, taken, highest) in snap.get("period_counters", {}).items():
+            st.period_counters[k] = CentralCounter(last=last, taken=set(taken), highest=highest)
         return st
 
 
 # --- the sealed snapshot and the fold from the log ---------------------------------------
 
 # The event types ``EngineState.apply`` reads beyond counting them.
-STATE_TYPES = frozenset(
-    {
-        "document.created",
-        "document.number_assigned",
-        "settings.user_mode_set",
-        "settings.user_enrolled",
-        "settings.device_enrolled",
-        "settings.device_revoked",
-        "settings.registered",
-        "settings.integration_added",
-        "settings.integration_removed",
-        "numbering.epoch_opened",
-        "numbering.epoch_extended",
-    }
+STATE_TYPES = (
+    frozenset(
+        {
+            "document.created",
+            "document.number_assigned",
+            "settings.device_enrolled",
+            "settings.device_revoked",
+            "settings.registered",
+            "settings.integration_added",
+            "settings.integration_removed",
+        }
+    )
+    | SETTINGS_TYPES
 )
 
 

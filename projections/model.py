@@ -13,14 +13,15 @@ drive this one class.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.document import Conflict, DocumentView, fold_wire
 from engine.hashchain import GENESIS, ROLLBACK_TYPE
-from engine.numbering import Epoch, close_epochs, fold_epoch_event
-from engine.schema.common import KINDS
+from engine.numbering import Epoch
+from engine.schema.common import KINDS, UserMode
+from engine.settings_fold import NumberingSettings, epoch_row
 from engine.stored import StoredEventError
 from projections.numbers import Gap, find_gaps
 from projections.numindex import NumberIndex
@@ -114,17 +115,6 @@ def summarize(t: str, d: Mapping[str, Any], kind: str, old_number: int, status: 
     return t
 
 
-def _epoch_row(ep: Epoch) -> list[Any]:
-    """An epoch as the persisted settings store it (unlike the engine's and the
-    devices' snapshots, with ``cap``)."""
-    return [ep.epoch, ep.start, ep.increment, ep.slots, ep.end, ep.cap]
-
-
-def _epoch_from_row(row: Sequence[Any]) -> Epoch:
-    e, s, i, sl, end, cap = row
-    return Epoch(int(e), int(s), int(i), dict(sl), int(end), None if cap is None else int(cap))
-
-
 class Projector:
     def __init__(self) -> None:
         self.position = 0
@@ -132,10 +122,8 @@ class Projector:
         self.docs: dict[str, DocumentView] = {}
         # kind -> number -> how many documents hold it (behind duplicates and gaps)
         self.numbers = NumberIndex(KINDS)
-        self.mode = "centralized"
-        self.mode_set = False
-        self.users: dict[str, int] = {}
-        self.epochs: dict[str, list[Epoch]] = {k: [] for k in KINDS}
+        # The user mode, users' slots and epochs: the engine's own fold.
+        self.numbering = NumberingSettings()
         self.highest: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.loader: Loader | None = None  # brings back a view not in ``docs``
         self.finder: Finder | None = None  # holders among the views not in ``docs``
@@ -152,14 +140,28 @@ class Projector:
         self._dirty_kinds: set[str] = set()
         self._settings_dirty = False
 
+    @property
+    def mode(self) -> UserMode:
+        return self.numbering.mode
+
+    @property
+    def users(self) -> dict[str, int]:
+        """user -> slot"""
+        return self.numbering.users
+
+    @property
+    def epochs(self) -> dict[str, list[Epoch]]:
+        return self.numbering.epochs
+
     # --- state in and out --------------------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
+        ns = self.numbering
         return {
-            "mode": self.mode,
-            "mode_set": self.mode_set,
-            "users": dict(sorted(self.users.items())),
-            "epochs": {k: [_epoch_row(e) for e in eps] for k, eps in self.epochs.items()},
+            "mode": ns.mode,
+            "mode_set": ns.mode_set,
+            "users": dict(sorted(ns.users.items())),
+            "epochs": {k: [epoch_row(e) for e in eps] for k, eps in ns.epochs.items()},
             "highest": dict(self.highest),
         }
 
@@ -188,11 +190,7 @@ class Projector:
         # Gap lists may have been deferred (see take_changes): recompute them once.
         p._dirty_kinds.update(KINDS)
         if settings:
-            p.mode = settings["mode"]
-            p.mode_set = settings["mode_set"]
-            p.users = dict(settings["users"])
-            for k, eps in settings["epochs"].items():
-                p.epochs[k] = [_epoch_from_row(e) for e in eps]
+            p.numbering = NumberingSettings.from_snapshot(settings)
             p.highest.update(settings["highest"])
         add = p.numbers.add
         for v in docs:
@@ -315,17 +313,9 @@ class Projector:
                 self._settings_dirty = True  # ``highest`` is persisted with the settings
 
     def _setting(self, ev: Mapping[str, Any], t: str) -> None:
-        d = ev["data"]
-        if t == "settings.user_mode_set":
-            mode = d["mode"]
-            if self.mode == "distributed" and mode != "distributed":
-                # Epochs stop where numbering stood at the switch (see projections.numbers).
-                close_epochs(self.epochs, self.highest)
-            self.mode = mode
-            self.mode_set = True
-        elif t == "settings.user_enrolled":
-            self.users[d["user"]] = int(d["slot"])
-        elif fold_epoch_event(self.epochs, t, d) is None:
+        # A switch away from distributed ends the epochs where numbering stood
+        # (see projections.numbers).
+        if self.numbering.apply(t, ev["data"], self.highest) is None:
             return  # device enrolment/revocation: not part of these views
         self._settings_dirty = True
         self._dirty_kinds.update(KINDS)

@@ -155,6 +155,10 @@ class AgentBackend:
 
         return await read_seller(self.agent.store)
 
+    def display_number(self, view: DocumentView) -> str:
+        """The invoice's display number (its series' pattern, e.g. INV-2026-0042)."""
+        return str(self.agent.display_number(view))
+
     async def sync(self) -> None:
         await self._online()
         await self.agent.sync()

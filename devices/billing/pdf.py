@@ -51,10 +51,11 @@ class InvoiceData:
     payment_terms: str | None = None  # the document's own, else the seller's
     credits_number: int | None = None  # a credit note: the number of the invoice it corrects
     credit_notes: list[int] = field(default_factory=list)  # an invoice: its credit notes' numbers
+    display_number: str | None = None  # the series' number, e.g. INV-2026-0042 (patterns)
 
     @property
     def heading(self) -> str:
-        return f"{KIND_TITLES.get(self.kind, self.kind)} {self.number}"
+        return f"{KIND_TITLES.get(self.kind, self.kind)} {self.display_number or self.number}"
 
     @property
     def terms(self) -> str | None:
@@ -229,7 +230,7 @@ def render(inv: InvoiceData, *, pdfa: bool = False) -> bytes:
     seller_end = pg.y
     pg.y = sy + 10
     pg.font()
-    info = [("Number", str(inv.number)), ("Date", inv.issue_date.isoformat())]
+    info = [("Number", inv.display_number or str(inv.number)), ("Date", inv.issue_date.isoformat())]
     if inv.due_date and inv.kind != "credit_note":
         info.append(("Due", inv.due_date.isoformat()))
     if inv.reference:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
@@ -93,6 +93,8 @@ class RunContext:
     today: date
     seller: SellerSet | None = None  # the profile in force (else the configured company)
     einvoice: str | None = None  # also write this e-invoice format ("ubl" | "facturx")
+    # The invoice's display number (number patterns); None: the bare number.
+    display: Callable[[DocumentView], str] | None = None
 
     @property
     def seller_profile(self) -> SellerSet:
@@ -129,6 +131,7 @@ def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
             currency=doc.currency,
             reference=sale.sale_id,
             title=sale.title,
+            display_number=ctx.display(doc) if ctx.display else None,
         ),
         str(path),
         mail,
@@ -197,6 +200,8 @@ async def run(
         seller = getattr(backend, "seller", None)  # the synced profile (test backends have none)
         if seller is not None:
             ctx = replace(ctx, seller=await seller())
+    if ctx.display is None:
+        ctx = replace(ctx, display=getattr(backend, "display_number", None))
     due = ctx.today + timedelta(days=ctx.cfg.due_days)
     created: dict[str, DocumentView] = {}
     doc_of: dict[str, str] = {}  # sale id -> the doc id of its invoice

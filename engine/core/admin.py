@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgspec
 
-from engine import auth, brokerauth, editions, license, protocol
+from engine import auth, brokerauth, editions, license, patterns, protocol
 from engine.core.base import engine_event
 from engine.core.status import edition_fields, usage_reply
 from engine.core.writer import Batch, Resolver
 from engine.errors import SynvoiceError
+from engine.events import now
 from engine.messages import (
     CredentialsReply,
     EnrollReply,
@@ -27,6 +28,8 @@ from engine.messages import (
     IntegrationRemovedReply,
     IntegrationReply,
     ModeReply,
+    NumberingReply,
+    PatternStatus,
     RegisterReply,
     RevokeReply,
 )
@@ -35,7 +38,9 @@ from engine.schema.settings import (
     DeviceRevoked,
     IntegrationAdded,
     IntegrationRemoved,
+    NumberPatternSet,
     Registered,
+    TeamSizeSet,
     UserEnrolled,
     UserModeSet,
 )
@@ -219,15 +224,19 @@ def _integration_credentials(core: EngineCore, name: str, changed: bool) -> Inte
     )
 
 
-async def set_mode(core: EngineCore, mode: str, force: bool = False) -> ModeReply:
+async def set_mode(
+    core: EngineCore, mode: str, force: bool = False, team: int | None = None
+) -> ModeReply:
     try:
         payload = UserModeSet(mode=mode, previous=core.state.mode, forced=force)
     except Exception:
         raise SynvoiceError("schema", "mode must be single, centralized or distributed") from None
+    check_team(team)
 
     def plan(batch: Batch) -> Resolver:
         st = core.state
         previous = st.mode
+        add_team(core, batch, team)
         if st.mode_set and previous == mode:
             return lambda _b: ModeReply(mode, changed=False)
         if st.documents > 0 and not force:
@@ -246,9 +255,91 @@ async def set_mode(core: EngineCore, mode: str, force: bool = False) -> ModeRepl
         )
         if mode == "centralized":
             # Continue above every number already in use.
-            for c in st.counters.values():
+            for c in [*st.counters.values(), *st.period_counters.values()]:
                 c.last = max(c.last, c.highest)
                 c.taken.clear()
         return lambda _b: ModeReply(mode, changed=True, previous=previous)
 
     return cast(ModeReply, await core.writer.submit(plan, 1))
+
+
+# --- numbering settings -----------------------------------------------------------------
+
+
+def check_team(team: int | None) -> None:
+    if team is not None:
+        try:
+            TeamSizeSet(size=team)
+        except Exception:
+            raise SynvoiceError("schema", "the team size is 1 to 10000") from None
+
+
+def add_team(core: EngineCore, batch: Batch, team: int | None) -> bool:
+    """Record a new team size (the next epoch opened steps by it); False if unchanged."""
+    previous = core.state.numbering.team
+    if team is None or team == previous:
+        return False
+    batch.add(
+        engine_event("settings.team_size_set", TeamSizeSet(size=team, previous=previous or None))
+    )
+    return True
+
+
+def numbering_reply(core: EngineCore, changed: bool) -> NumberingReply:
+    ns = core.state.numbering
+    return NumberingReply(
+        changed=changed,
+        team=ns.team,
+        patterns={
+            k: PatternStatus(p.text, p.reset, p.tz, p.since)
+            for k in ns.patterns
+            if (p := ns.pattern(k)) is not None
+        },
+    )
+
+
+async def set_numbering(
+    core: EngineCore,
+    team: int | None,
+    kind: str | None,
+    pattern: str | None,
+    reset: str = "never",
+    tz: str = "UTC",
+) -> NumberingReply:
+    """The team size and/or one kind's number pattern, recorded as settings events.
+    A pattern numbers from now on: numbers issued before keep theirs."""
+    check_team(team)
+    if kind is not None and pattern is not None:
+        try:
+            patterns.check_pattern(pattern, reset, tz)
+        except patterns.PatternError as exc:
+            raise SynvoiceError("schema", f"pattern: {exc}") from None
+        if reset != "never" and core.state.mode == "distributed":
+            raise SynvoiceError(
+                "mode",
+                "distributed numbers are per-user series that do not reset: "
+                "use {YYYY} and {USER} in the pattern with --reset never",
+            )
+
+    def plan(batch: Batch) -> Resolver:
+        changed = add_team(core, batch, team)
+        if kind is not None and pattern is not None:
+            cur = core.state.numbering.pattern(kind)
+            if cur is None or (cur.text, cur.reset, cur.tz) != (pattern, reset, tz):
+                batch.add(
+                    engine_event(
+                        "settings.number_pattern_set",
+                        NumberPatternSet(
+                            kind=kind,
+                            pattern=pattern,
+                            reset=reset,
+                            tz=tz,
+                            since=now(),
+                            previous=cur.text if cur else None,
+                        ),
+                    )
+                )
+                changed = True
+        return lambda _b: numbering_reply(core, changed)
+
+    return cast(NumberingReply, await core.writer.submit(plan, 2))

@@ -16,7 +16,7 @@ from engine.core.writer import Batch, Plan, Resolver
 from engine.errors import SynvoiceError
 from engine.events import Event, construct_event, now
 from engine.messages import NumbersReply, NumbersRequest
-from engine.numbering import extension_needed, open_epoch
+from engine.numbering import extension_needed, increment_for, open_epoch
 from engine.schema.common import KINDS, MAX_NUMBER
 from engine.schema.registry import REGISTRY
 from engine.schema.settings import EpochExtended, EpochOpened
@@ -69,7 +69,8 @@ async def numbers(core: EngineCore, caller: Caller, req: NumbersRequest) -> Numb
             if known is not None and not fresh:
                 out.append(known)
                 continue
-            n = core.state.counters[kind].next()
+            at = now()  # the moment it is numbered: its period, if the series resets
+            n = core.state.counter(kind, at).next()
             # Built without pydantic (one per number on the hot path); the
             # data is NumberAssigned's canonical form, checked by a test.
             batch.add(
@@ -84,7 +85,7 @@ async def numbers(core: EngineCore, caller: Caller, req: NumbersRequest) -> Numb
                     device_id=caller.device_id,
                     user=caller.user,
                     device_seq=0,
-                    device_time=now(),
+                    device_time=at,
                     seen_position=0,
                     data={"number": n, "source": "server", "previous": known},
                 )
@@ -121,9 +122,11 @@ def epochs_stale(core: EngineCore) -> bool:
     if st.mode != "distributed" or not st.users:
         return False
     # An open epoch capped by a switch away from distributed is closed: numbers
-    # given meanwhile by other modes may lie in its range.
+    # given meanwhile by other modes may lie in its range. A user without a slot
+    # in it (beyond the team size) or a new team size needs a new epoch.
+    n = increment_for(st.users, st.numbering.team)
     return any(
-        not eps or eps[-1].slots != st.users or eps[-1].cap is not None
+        not eps or eps[-1].slots != st.users or eps[-1].cap is not None or eps[-1].increment != n
         for eps in st.epochs.values()
     )
 
@@ -142,7 +145,7 @@ def plan_open_epochs(core: EngineCore) -> Plan:
 def _open_epochs(core: EngineCore, batch: Batch) -> None:
     for kind in KINDS:
         eps = core.state.epochs[kind]
-        ep = open_epoch(eps, core.state.users, core.config.runway)
+        ep = open_epoch(eps, core.state.users, core.config.runway, core.state.numbering.team)
         floor = core.state.counters[kind].highest
         if ep.start <= floor:  # a forced switch: start above every number in use
             shift = floor + 1 - ep.start

@@ -15,6 +15,7 @@ from engine.messages import (
     EnrollRequest,
     IntegrationRequest,
     ModeRequest,
+    NumberingRequest,
     NumberItem,
     NumbersRequest,
     PullRequest,
@@ -70,7 +71,25 @@ def decode_revoke(req: dict[str, Any]) -> RevokeRequest:
 
 
 def decode_mode(req: dict[str, Any]) -> ModeRequest:
-    return ModeRequest(mode=_str(req, "mode"), force=bool(req.get("force", False)))
+    team = _int(req, "team", 0, minimum=1) if req.get("team") is not None else None
+    return ModeRequest(mode=_str(req, "mode"), force=bool(req.get("force", False)), team=team)
+
+
+def decode_numbering(req: dict[str, Any]) -> NumberingRequest:
+    team = _int(req, "team", 0, minimum=1) if req.get("team") is not None else None
+    kind = _opt_str(req, "kind")
+    if kind is not None and kind not in KINDS:
+        raise SynvoiceError("schema", f"kind must be one of {', '.join(KINDS)}")
+    pattern = _opt_str(req, "pattern")
+    if (kind is None) != (pattern is None):
+        raise SynvoiceError("bad_request", "a pattern needs its kind, and a kind its pattern")
+    return NumberingRequest(
+        team=team,
+        kind=kind,
+        pattern=pattern,
+        reset=_opt_str(req, "reset") or "never",
+        tz=_opt_str(req, "tz") or "UTC",
+    )
 
 
 def decode_register(req: dict[str, Any]) -> RegisterRequest:

@@ -52,7 +52,11 @@ async def _revoke(core: EngineCore, caller: Caller, req: m.RevokeRequest) -> m.R
 
 
 async def _mode(core: EngineCore, caller: Caller, req: m.ModeRequest) -> m.ModeReply:
-    return await admin.set_mode(core, req.mode, req.force)
+    return await admin.set_mode(core, req.mode, req.force, req.team)
+
+
+async def _numbering(core: EngineCore, caller: Caller, req: m.NumberingRequest) -> m.NumberingReply:
+    return await admin.set_numbering(core, req.team, req.kind, req.pattern, req.reset, req.tz)
 
 
 async def _register(core: EngineCore, caller: Caller, req: m.RegisterRequest) -> m.RegisterReply:
@@ -105,6 +109,15 @@ ROUTES: tuple[Route, ...] = (
         m.ModeReply,
         requests.decode_mode,
         _mode,
+        admin=True,
+    ),
+    Route(
+        "admin-numbering",
+        protocol.ADMIN_NUMBERING,
+        m.NumberingRequest,
+        m.NumberingReply,
+        requests.decode_numbering,
+        _numbering,
         admin=True,
     ),
     Route(

@@ -12,6 +12,7 @@ from engine.messages import (
     EditionStatus,
     EpochStatus,
     Limits,
+    PatternStatus,
     StatusReply,
     Usage,
 )
@@ -37,6 +38,12 @@ def status(core: EngineCore) -> StatusReply:
         epochs={
             k: [EpochStatus(e.epoch, e.start, e.increment, dict(e.slots), e.end) for e in eps]
             for k, eps in st.epochs.items()
+        },
+        team=st.numbering.team,
+        patterns={
+            k: PatternStatus(p.text, p.reset, p.tz, p.since)
+            for k in st.numbering.patterns
+            if (p := st.numbering.pattern(k)) is not None
         },
         uptime=round(time.time() - core.started_at, 3),
         **edition_fields(core.edition()),

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.schema.common import MAX_NUMBER, Customer, Int, Kind, Line, Model, NumberSource
+from engine.schema.common import MAX_NUMBER, Bool, Customer, Int, Kind, Line, Model, NumberSource
 from engine.schema.registry import EventSpec, register
 
 
@@ -24,6 +24,9 @@ class DocumentCreated(Model):
     converted_from: uuid.UUID | None = None  # the quote/estimate this invoice came from
     credits: uuid.UUID | None = None  # a credit note: the issued invoice it corrects
     payment_terms: str | None = Field(default=None, max_length=500)  # overrides the seller's
+    # A number typed although the device knew it was in use (a duplicate acknowledged);
+    # absent (not false) otherwise, so other events keep their canonical form.
+    forced: Bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 class CustomerChanged(Model):
@@ -43,6 +46,7 @@ class NumberAssigned(Model):
     number: Int = Field(ge=0, le=MAX_NUMBER)
     source: NumberSource
     previous: Int | None = Field(default=None, ge=0)
+    forced: Bool = Field(default=False, exclude_if=lambda v: not v)  # see DocumentCreated
 
 
 class Issued(Model):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from typing import Literal
 
 from pydantic import Field
 
@@ -19,6 +20,26 @@ class UserModeSet(Model):
 class UserEnrolled(Model):
     user: str = Field(pattern=NAME)
     slot: Int = Field(ge=1)  # 1-based; distributed mode numbers from it
+
+
+class TeamSizeSet(Model):
+    """The operator's team size (the seed's "Increment Number"): distributed epochs
+    step by it, so users set up in any order number k, k+N, k+2N…"""
+
+    size: Int = Field(ge=1, le=10_000)
+    previous: Int | None = None
+
+
+class NumberPatternSet(Model):
+    """How one kind's numbers are shown from ``since`` on (see ``engine.patterns``);
+    numbers issued before keep the pattern they were issued under."""
+
+    kind: Kind
+    pattern: str = Field(min_length=1, max_length=64)
+    reset: Literal["never", "yearly", "monthly"] = "never"
+    tz: str = Field(default="UTC", min_length=1, max_length=64)
+    since: datetime
+    previous: str | None = None
 
 
 class DeviceEnrolled(Model):
@@ -117,6 +138,8 @@ class EpochExtended(Model):
 for _spec in (
     EventSpec("settings.user_mode_set", UserModeSet, origin="engine", document=False),
     EventSpec("settings.user_enrolled", UserEnrolled, origin="engine", document=False),
+    EventSpec("settings.team_size_set", TeamSizeSet, origin="engine", document=False),
+    EventSpec("settings.number_pattern_set", NumberPatternSet, origin="engine", document=False),
     EventSpec("settings.device_enrolled", DeviceEnrolled, origin="engine", document=False),
     EventSpec("settings.device_revoked", DeviceRevoked, origin="engine", document=False),
     EventSpec("settings.registered", Registered, origin="engine", document=False),

@@ -177,6 +177,7 @@ async def test_office_day(env: Env) -> None:
             "Twin Ltd",
             [{"description": "Work", "quantity": 1, "unit_price": 5}],
             number=assigned,
+            force=True,  # a duplicate on purpose
         )
         await agent.sync()
         await page.goto(stack.at("/documents"))

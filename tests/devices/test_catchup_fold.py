@@ -89,8 +89,8 @@ def _fold_in_pages(
             outbox_ids=(),
             pending_numbers=(),
         )
-        for t, kind, data in page.numbering:
-            numbering.observe_wire(t, kind, data)
+        for t, kind, data, when in page.numbering:
+            numbering.observe_wire(t, kind, data, when)
         # Every other page "stored" at once, the others left unstored for the next.
         unstored.update(page.views)
         if (start // size) % 2:

@@ -273,8 +273,12 @@ async def test_single_mode_numbers_after_the_highest_known(agent: DeviceAgent) -
     v = await agent.create("invoice", "typed", number=20)
     assert (v.number, v.number_source) == (20, "manual")
     assert (await agent.create("invoice", "after")).number == 21
-    # a duplicate typed by hand shows, and is fixed by renumbering
-    dup = await agent.create("invoice", "dup", number=8)
+    # a number typed into use is refused; forced, the duplicate shows and is
+    # fixed by renumbering
+    with pytest.raises(SynvoiceError, match="already used") as refused:
+        await agent.create("invoice", "dup", number=8)
+    assert refused.value.code == "duplicate"
+    dup = await agent.create("invoice", "dup", number=8, force=True)
     assert [d["number"] for d in agent.duplicates()] == [8]
     await agent.set_number(dup.doc_id, 22)
     assert agent.duplicates() == []

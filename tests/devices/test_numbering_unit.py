@@ -17,6 +17,7 @@ from engine.numbering import Epoch, extension_needed, open_epoch
 from engine.schema.common import Customer, Line
 from engine.schema.documents import DocumentCreated, LinesChanged, NumberAssigned
 from engine.schema.settings import EpochExtended, EpochOpened, UserEnrolled, UserModeSet
+from engine.settings_fold import NumberingSettings
 
 
 def _engine(type_: str, payload: BaseModel) -> Event:
@@ -115,7 +116,7 @@ class _Engine:
 class _Device:
     def __init__(self, user: str) -> None:
         self.user = user
-        self.known = DeviceNumbering(mode="distributed")
+        self.known = DeviceNumbering(NumberingSettings("distributed"))
         self.made: list[int] = []
         self.unsent: list[int] = []
 
@@ -170,7 +171,7 @@ def test_distributed_never_collides_when_users_join_and_work_offline(
 
 
 def test_leaving_distributed_closes_epochs_and_old_snapshots_still_load() -> None:
-    dn = DeviceNumbering(mode="distributed", mode_set=True, users={"ann": 1, "ben": 2})
+    dn = DeviceNumbering(NumberingSettings("distributed", True, {"ann": 1, "ben": 2}))
     dn.epochs["invoice"] = [Epoch(1, 1, 2, {"ann": 1, "ben": 2}, 16)]
     dn.use("invoice", 3)
     assert dn.next_number("invoice", "ann") == 5

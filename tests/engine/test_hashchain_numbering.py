@@ -16,6 +16,7 @@ from engine.numbering import (
     single_next,
 )
 from engine.schema.settings import UserModeSet
+from engine.settings_fold import NumberingSettings
 from engine.state import EngineState
 
 
@@ -106,7 +107,7 @@ def test_extension_keeps_half_a_runway() -> None:
 
 
 def test_engine_state_closes_epochs_on_leaving_distributed_and_loads_old_snapshots() -> None:
-    st = EngineState(mode="distributed", mode_set=True, users={"ann": 1})
+    st = EngineState(numbering=NumberingSettings("distributed", True, {"ann": 1}))
     st.epochs["invoice"] = [Epoch(1, 1, 1, {"ann": 1}, 8)]
     st.counters["invoice"].highest = 3
     ev = new_event(

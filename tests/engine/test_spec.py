@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,14 @@ SAMPLES: dict[str, Any] = {
         kind="invoice", epoch=1, start=1, increment=2, slots={"alice": 1, "bob": 2}, end=200
     ),
     "numbering.epoch_extended": settings_schema.EpochExtended(kind="invoice", epoch=1, end=300),
+    "settings.team_size_set": settings_schema.TeamSizeSet(size=3, previous=2),
+    "settings.number_pattern_set": settings_schema.NumberPatternSet(
+        kind="invoice",
+        pattern="INV-{YYYY}-{SEQ:4}",
+        reset="yearly",
+        tz="Europe/Berlin",
+        since=datetime(2026, 1, 1, tzinfo=UTC),
+    ),
     "sale.recorded": billing.SaleRecorded(
         sale_id="OPP-1", customer=_CUSTOMER, lines=_LINES, stage="Closed/Won"
     ),
