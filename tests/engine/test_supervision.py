@@ -70,11 +70,13 @@ async def test_a_second_engine_is_refused_and_a_stop_ends_the_children(
         second = ServeProcess(serve.data_dir, 0)  # any port: the folder is what is refused
         proc = second.popen()
         assert await asyncio.to_thread(proc.wait, 30) == 1
+        # Both engines log into the folder's one output file: the first one's
+        # lines may come after the refusal.
         lines = second.output().strip().splitlines()
-        assert lines[-1] == (
+        assert (
             f"synvoice: error: data folder {serve.data_dir} is in use by another engine "
             f"(pid {serve.pid})"
-        )
+        ) in lines
         # The first one still serves, its broker untouched.
         assert embedded_broker(await serve.status()).restarts == 0
         broker, worker = await serve.children()
