@@ -26,6 +26,7 @@ from devices.billing import service
 from devices.billing.config import load_config
 from devices.billing.home import BillingHome
 from devices.billing.invoicer import AgentBackend
+from devices.seller import merged, push_seller, read_seller
 from engine import codec
 from engine.console.app import FormError, gap_key
 from engine.errors import SynvoiceError
@@ -158,10 +159,27 @@ class Progress:
         self._send("done", finished=True)
 
 
+# The seller profile's fields as the page shows them (the logo is set with the CLI).
+SELLER_FIELDS: tuple[tuple[str, str], ...] = (
+    ("legal_name", "Legal name"),
+    ("address", "Address"),
+    ("country", "Country (ISO code)"),
+    ("vat_id", "VAT id"),
+    ("tax_id", "Tax number"),
+    ("registration", "Registration"),
+    ("email", "E-mail"),
+    ("phone", "Phone"),
+    ("iban", "IBAN"),
+    ("bic", "BIC"),
+    ("payment_terms", "Payment terms"),
+)
+
+
 def register(console: Console) -> None:
     agents = Agents(console)
     console.add_templates(TEMPLATES)
     console.add_nav("/billing", "Invoice Manager", 30)
+    console.add_nav("/seller", "Seller", 75)
     console.add_tool("document", "console_document_tools.html")
     console.add_tool("documents", "console_assign_all.html")
     console.add_tool("numbers", "console_assign_all.html")
@@ -175,6 +193,31 @@ def register(console: Console) -> None:
         "summary": None,
         "error": None,
     }
+
+    # --- the seller profile (the seed's Settings) ----------------------------------------
+
+    @console.page("/seller")
+    async def seller_page(request: Request) -> Response:
+        agent = await agents.agent()
+        current = await read_seller(agent.store)
+        return console.render(
+            request,
+            "console_seller.html",
+            seller=current.model_dump() if current else None,
+            fields=SELLER_FIELDS,
+        )
+
+    @console.action("/seller")
+    async def seller_save(request: Request, form: FormData) -> Response:
+        agent = await agents.agent()
+        changes = {name: str(form.get(name) or "").strip() for name, _ in SELLER_FIELDS}
+        try:
+            profile = merged(await read_seller(agent.store), changes)
+        except SynvoiceError as exc:
+            raise FormError(exc.message.replace(" (--legal-name)", "")) from None
+        await push_seller(agent, profile)
+        console.flash(request, "ok", f"Seller profile saved: {profile.legal_name}.")
+        return RedirectResponse("/seller", 303)
 
     # --- numbers -----------------------------------------------------------------------
 

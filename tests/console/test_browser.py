@@ -23,10 +23,8 @@ from aiosmtpd.controller import Controller
 from pypdf import PdfReader
 
 from devices.agent import DeviceAgent
-from devices.seller import push_seller
 from engine.console.supervise import console_process
 from engine.natsproc import NatsServer, free_port
-from engine.schema.settings import SellerSet
 from tests.billing.test_seed_example import seed_rows
 from tests.support.billing import Inbox, billing_home, write_sales_csv
 from tests.support.console import (
@@ -224,7 +222,22 @@ async def test_office_day(env: Env) -> None:
         # An invoice names its seller: without a profile the PDF is refused, saying why.
         pdf = await ctx.request.get(stack.at(f"/actions/pdf/{dup.doc_id}"))
         assert pdf.status == 409 and "seller" in await pdf.text()
-        await push_seller(agent, SellerSet(legal_name="Console Test GmbH", country="DE"))
+        # The seed's Settings: the seller profile, set on its page (bad input: a message).
+        await page.goto(stack.at("/seller"))
+        assert await page.locator("#no-seller").count() == 1
+        await page.fill("#seller-legal_name", "Console Test GmbH")
+        await page.fill("#seller-country", "DE")
+        await page.fill("#seller-iban", "not an iban")
+        await go(page, "#save-seller")
+        assert "iban" in (await text(page, ".flash-error")).lower()
+        await page.goto(stack.at("/seller"))
+        assert await page.locator("#no-seller").count() == 1  # nothing was recorded
+        await page.fill("#seller-legal_name", "Console Test GmbH")
+        await page.fill("#seller-country", "DE")
+        await page.fill("#seller-iban", "DE89370400440532013000")
+        await go(page, "#save-seller")
+        assert "Seller profile saved" in await text(page, ".flash-ok")
+        await shot(page, "seller")
 
         async def pdf_served() -> bool:
             nonlocal pdf
