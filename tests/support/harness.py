@@ -130,13 +130,37 @@ async def running_engine(
         await server.stop()
 
 
-class EngineProcess:
+class ChildEngine:
+    """An engine in an OS process of its own, started by a test: what every such
+    harness can do with it (kill -9, a clean stop, its admin secret)."""
+
+    stop_timeout = 15.0
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        terminate(self.proc, self.stop_timeout)
+        self.proc = None
+
+    @property
+    def admin_secret(self) -> bytes:
+        return bytes.fromhex((self.data_dir / "admin.secret").read_text().strip())
+
+
+class EngineProcess(ChildEngine):
     """The engine as a separate OS process (``python -m engine serve``), for fault tests."""
 
     def __init__(self, data_dir: Path, nats_url: str) -> None:
-        self.data_dir = data_dir
+        super().__init__(data_dir)
         self.nats_url = nats_url
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> EngineProcess:
         runtime = self.data_dir / "engine.json"
@@ -167,20 +191,6 @@ class EngineProcess:
                 return self
             time.sleep(0.05)
         raise TimeoutError("engine did not start")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> None:
-        terminate(self.proc, 15)
-        self.proc = None
-
-    @property
-    def admin_secret(self) -> bytes:
-        return bytes.fromhex((self.data_dir / "admin.secret").read_text().strip())
 
 
 async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:

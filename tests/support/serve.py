@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,8 +22,9 @@ from engine.client import EngineClient
 from engine.enrollment import Enrollment
 from engine.errors import SynvoiceError
 from engine.messages import EmbeddedBrokerStatus, StatusReply
-from engine.natsproc import free_port, terminate
+from engine.natsproc import free_port
 from engine.protocol import ADMIN_DEVICE
+from tests.support.harness import ChildEngine
 
 # Devices and the admin reconnect quickly and forever: the broker comes back.
 RECONNECT: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.1}
@@ -46,15 +46,16 @@ def all_gone(*pids: int | None) -> Callable[[], bool]:
     return lambda: not any(alive(p) for p in pids)
 
 
-class ServeProcess:
+class ServeProcess(ChildEngine):
     """``python -m engine serve --data D --nats-port P`` (a fixed port: devices
     reconnect to the same URL after every restart)."""
 
+    stop_timeout = 20.0
+
     def __init__(self, data_dir: Path, port: int = 0, *extra: str) -> None:
-        self.data_dir = data_dir
+        super().__init__(data_dir)
         self.port = port or free_port()
         self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / "serve.log"
 
     @property
@@ -105,20 +106,6 @@ class ServeProcess:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:]
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> None:
-        terminate(self.proc, 20)
-        self.proc = None
-
-    @property
-    def admin_secret(self) -> bytes:
-        return bytes.fromhex((self.data_dir / "admin.secret").read_text().strip())
 
     async def admin(self) -> EngineClient:
         opts = admin_nats_options(self.data_dir, self.admin_secret)
