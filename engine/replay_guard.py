@@ -10,10 +10,7 @@ until its timestamp leaves the window, and refuses a nonce it has seen with
 
 Memory is bounded: at most ``per_device`` remembered nonces per device; a
 device over it gets ``limit`` until its oldest expire. The memory is not kept
-across restarts, so a guarded request signed before this engine started is
-refused too (its nonce may have been seen by the engine before): a client signs
-each attempt anew, so only a copy captured before a restart is affected (and a
-client whose clock is behind the engine's, for that many seconds after a start).
+across restarts (a restart forgets the nonces of the last 300 s).
 """
 
 from __future__ import annotations
@@ -35,16 +32,9 @@ def guarded(subject: str) -> bool:
 
 
 class ReplayGuard:
-    def __init__(
-        self,
-        per_device: int = 20_000,
-        window: int = MAX_SKEW_SECONDS,
-        since: float | None = None,
-    ) -> None:
+    def __init__(self, per_device: int = 20_000, window: int = MAX_SKEW_SECONDS) -> None:
         self.per_device = per_device
         self.window = window
-        # Requests signed before this second may have been seen by an earlier run.
-        self.since = int(time.time() if since is None else since)
         self._seen: dict[tuple[str, str], float] = {}  # (device, nonce) -> forget after
         self._expiry: list[tuple[float, str, str]] = []  # heap of (forget after, device, nonce)
         self._count: dict[str, int] = {}
@@ -62,12 +52,6 @@ class ReplayGuard:
         self._forget(current)
         nonce = headers.get(HDR_NONCE, "")
         key = (device, nonce)
-        if int(headers.get(HDR_TIME, "0")) < self.since:
-            raise SynvoiceError(
-                "replayed",
-                "this request was signed before the engine started (a copy from before "
-                "a restart is refused): sign it again",
-            )
         if key in self._seen:
             raise SynvoiceError(
                 "replayed", "this signed request was already received (a replayed copy)"
