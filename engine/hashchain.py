@@ -68,11 +68,19 @@ def declared_gap(prev_position: int, position: int, body: bytes) -> bool:
         return False
     try:
         ev: Any = msgpack.unpackb(body, raw=False)
-        data = ev["data"]
-        return bool(
-            ev["type"] == ROLLBACK_TYPE
-            and data["after"] == prev_position
-            and data["skipped_to"] == position - 1
-        )
-    except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+    except (ValueError, TypeError, msgpack.UnpackException):
         return False
+    return declares_gap(prev_position, position, ev)
+
+
+def declares_gap(prev_position: int, position: int, ev: Any) -> bool:
+    """``declared_gap`` for a record already decoded (a stored event map)."""
+    if not isinstance(ev, dict):
+        return False
+    data = ev.get("data")
+    return bool(
+        ev.get("type") == ROLLBACK_TYPE
+        and isinstance(data, dict)
+        and data.get("after") == prev_position
+        and data.get("skipped_to") == position - 1
+    )

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.document import Conflict, DocumentView, fold_wire
-from engine.hashchain import GENESIS, ROLLBACK_TYPE
+from engine.hashchain import GENESIS, declares_gap
 from engine.numbering import Epoch
 from engine.schema.common import KINDS, UserMode
 from engine.settings_fold import NumberingSettings, epoch_row
@@ -34,16 +34,6 @@ Loader = Callable[[str], DocumentView | None]
 Finder = Callable[[str, int], Iterable[str]]
 ManyLoader = Callable[[Collection[str]], dict[str, DocumentView]]
 _KINDS = frozenset(KINDS)
-
-
-def _declared_gap(at: int, pos: int, ev: Mapping[str, Any]) -> bool:
-    """The log rollback's record, declaring the positions it skips (never reused)."""
-    data = ev.get("data") or {}
-    return bool(
-        ev.get("type") == ROLLBACK_TYPE
-        and data.get("after") == at
-        and data.get("skipped_to") == pos - 1
-    )
 
 
 @dataclass
@@ -223,7 +213,7 @@ class Projector:
     def apply(self, ev: Mapping[str, Any], record_hash: bytes = b"") -> None:
         """Fold the next event (``ev["position"]`` must be ``self.position + 1``)."""
         pos = ev["position"]
-        if pos != self.position + 1 and not _declared_gap(self.position, pos, ev):
+        if pos != self.position + 1 and not declares_gap(self.position, pos, ev):
             raise StoredEventError(pos, f"out of order: the projection is at {self.position}")
         t = ev["type"]
         try:
