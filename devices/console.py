@@ -117,7 +117,7 @@ class Agents:
         async with agent.store.conn.execute(q) as cur:
             async for (body,) in cur:
                 p = parse_event(codec.unpack(body), stored=True).payload(GapExplained)
-                out[gap_key(p.kind, p.series, p.first, p.last)] = p.reason
+                out[gap_key(p.kind, p.series, p.first, p.last, p.period)] = p.reason
         self.explained = out
 
     async def close(self) -> None:
@@ -294,6 +294,7 @@ def register(console: Console) -> None:
             payload = GapExplained(
                 kind=kind,
                 series=str(form.get("series") or ""),
+                period=str(form.get("period") or ""),
                 first=int(str(form.get("first"))),
                 last=int(str(form.get("last"))),
                 reason=reason[:500],

@@ -217,8 +217,7 @@ def duplicates(
     groups: dict[tuple[str, str, int], list[DocumentView]] = defaultdict(list)
     for v in views:
         if v.created and v.number > 0:
-            at = v.numbered_at or v.created_at
-            period = settings.period(v.kind, at) if settings is not None else ""
+            period = settings.period_of(v) if settings is not None else ""
             groups[(v.kind, period, v.number)].append(v)
     out = []
     for (kind, period, number), docs in sorted(groups.items()):

@@ -143,6 +143,10 @@ class DocumentView:
     # Device time of the event that gave the current number (its period and the
     # pattern in force then make the display number, ``engine.settings_fold``).
     numbered_at: str | None = None
+    # The period of the series the projections filed the number under, from the
+    # numbering settings of the moment they folded it ("" : one series for all
+    # time). Kept with the view so a later pattern event never moves it.
+    period: str = ""
     events: int = 0
     last_position: int = 0  # 0 while only local (unsynced) events shaped it
     created: bool = False  # False while only later events (e.g. a server number) arrived

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
+from engine.document import DocumentView
 from engine.numbering import Epoch, close_epochs, fold_epoch_event, join_open_epoch
 from engine.patterns import NumberPattern, in_force
 from engine.schema.common import KINDS, UserMode
@@ -121,6 +122,11 @@ class NumberingSettings:
         p = self.pattern_at(kind, when)
         t = _when(when)
         return p.period(t) if p is not None and t is not None else ""
+
+    def period_of(self, v: DocumentView) -> str:
+        """The period ``v``'s number counts in: its series is (kind, period). The
+        moment it was numbered decides (a document numbered 0 counts in none)."""
+        return self.period(v.kind, v.numbered_at or v.created_at) if v.number else ""
 
     def display(
         self, kind: str, number: int, when: datetime | str | None, user: str | None = None

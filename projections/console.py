@@ -146,6 +146,25 @@ def _page(
     return rows, total
 
 
+def _display_numbers(s: ViewStore, rows: list[dict[str, Any]]) -> None:
+    """Add each row's number as its pattern shows it (INV-2026-0042), where the
+    kind has a pattern: one query for the page's numbering moments, none without."""
+    ns = s.numbering()
+    if not ns.patterns or not rows:
+        return
+    ids = [r["doc_id"] for r in rows if r["number"] and r["kind"] in ns.patterns]
+    if not ids:
+        return
+    q = (
+        "SELECT doc_id, COALESCE(numbered_at, created_at) FROM documents "
+        f"WHERE doc_id IN ({','.join('?' * len(ids))})"
+    )
+    at = dict(s.conn.execute(q, ids).fetchall())
+    for r in rows:
+        if r["doc_id"] in at:
+            r["display_number"] = ns.display(r["kind"], r["number"], at[r["doc_id"]], r["user"])
+
+
 # --- reading ------------------------------------------------------------------------------
 
 
@@ -185,6 +204,7 @@ class Views:
                 rows, total = _page(s, "", where, page, args, before)
             more = len(rows) > PAGE_SIZE
             rows = rows[:PAGE_SIZE]
+            _display_numbers(s, rows)
             return {
                 "rows": rows,
                 "total": total,
@@ -202,13 +222,16 @@ class Views:
             if doc is None:
                 return None
             view = s.load_document(doc_id)
+            if view is not None and view.number:
+                at = view.numbered_at or view.created_at
+                doc["display_number"] = s.numbering().display(view.kind, view.number, at, view.user)
             renumberings = s._dicts(
                 "SELECT position, old_number, new_number, source, user, device_id, committed_at "
                 "FROM renumberings WHERE doc_id = ? ORDER BY position",
                 (doc_id,),
             )
             holders = (
-                [h for h in s.holders(doc["kind"], doc["number"]) if h != doc_id]
+                [h for h in s.holders(doc["kind"], doc["period"], doc["number"]) if h != doc_id]
                 if doc["number"]
                 else []
             )
@@ -227,12 +250,19 @@ class Views:
         s = self._store()
         try:
             dups = s.duplicates()
-            by_kind: dict[str, dict[int, list[dict[str, Any]]]] = {}
+            # One group per series: a kind, and its period where the pattern resets.
+            by_series: dict[tuple[str, str], dict[int, list[dict[str, Any]]]] = {}
             for d in dups:
-                by_kind.setdefault(d["kind"], {}).setdefault(d["number"], []).append(d)
+                key = (d["kind"], d["period"])
+                by_series.setdefault(key, {}).setdefault(d["number"], []).append(d)
             groups = [
-                {"kind": k, "ranges": ranges(list(nums)), "numbers": sorted(nums.items())}
-                for k, nums in sorted(by_kind.items())
+                {
+                    "kind": k,
+                    "period": p,
+                    "ranges": ranges(list(nums)),
+                    "numbers": sorted(nums.items()),
+                }
+                for (k, p), nums in sorted(by_series.items())
             ]
             return {"duplicates": groups, "gaps": s.gaps(), "unassigned": s.counts()["unassigned"]}
         finally:
@@ -247,11 +277,13 @@ class Views:
             c = s.conn
             dup = int(
                 c.execute(
-                    "SELECT COUNT(*) FROM (SELECT DISTINCT kind, number FROM duplicates)"
+                    "SELECT COUNT(*) FROM (SELECT DISTINCT kind, period, number FROM duplicates)"
                 ).fetchone()[0]
             )
-            rows = c.execute("SELECT kind, series, first, last, missing FROM gaps").fetchall()
-            gap = sum(int(m) for k, sr, f, la, m in rows if gap_key(k, sr, f, la) not in explained)
+            rows = c.execute("SELECT kind, series, first, last, missing, period FROM gaps")
+            gap = sum(
+                int(m) for k, sr, f, la, m, p in rows if gap_key(k, sr, f, la, p) not in explained
+            )
             return dup, gap
         finally:
             s.close()
@@ -390,7 +422,9 @@ def register(console: Console) -> None:
         data = await in_thread(views.numbers)
         notes = console.gap_notes()
         for g in data["gaps"]:
-            g["explained"] = notes.get(gap_key(g["kind"], g["series"], g["first"], g["last"]))
+            g["explained"] = notes.get(
+                gap_key(g["kind"], g["series"], g["first"], g["last"], g["period"])
+            )
         return console.render(request, "numbers.html", **data)
 
     @console.page("/audit")

@@ -3,8 +3,9 @@
 ``Projector.apply`` takes one stored event (its wire map, as decoded from the
 log) in strict position order and updates the in-memory state: documents (via
 ``engine.document.fold_wire``), the number index behind duplicates and
-gaps (counts per number, ``projections.numindex``), and the numbering settings
-(user mode, user slots, epochs). It also queues what the writer must persist
+gaps (counts per number in each series: a kind and, where its pattern resets,
+a period; ``projections.numindex``), and the numbering settings (user mode,
+user slots, epochs, number patterns). It also queues what the writer must persist
 (``take_changes``): changed documents, appended history/renumbering/conflict
 rows, the duplicate groups and gap lists that changed, and the checkpoint. The
 live engine plugin, the standalone JetStream projection and the replay tool all
@@ -21,7 +22,7 @@ from engine.document import Conflict, DocumentView, fold_wire
 from engine.hashchain import GENESIS, declares_gap
 from engine.numbering import Epoch
 from engine.schema.common import KINDS, UserMode
-from engine.settings_fold import NumberingSettings, epoch_row
+from engine.settings_fold import NumberingSettings
 from engine.stored import StoredEventError
 from projections.numbers import Gap, find_gaps
 from projections.numindex import NumberIndex
@@ -30,8 +31,11 @@ History = tuple[int, str, str, str, str, str, str, str]
 Renumbering = tuple[int, str, str, int, int, str, str, str, str]
 ConflictRow = tuple[int, str, str, str, str, str]
 Loader = Callable[[str], DocumentView | None]
-# (kind, number) -> ids of the persisted documents holding it (views not in memory)
-Finder = Callable[[str, int], Iterable[str]]
+# A number in its series: (kind, period, number); period "" unless the kind resets.
+NumberKey = tuple[str, str, int]
+# (kind, period, number) -> ids of the persisted documents holding it (views not
+# in memory)
+Finder = Callable[[str, str, int], Iterable[str]]
 ManyLoader = Callable[[Collection[str]], dict[str, DocumentView]]
 _KINDS = frozenset(KINDS)
 
@@ -46,9 +50,9 @@ class Changes:
     history: list[History] = field(default_factory=list)
     renumberings: list[Renumbering] = field(default_factory=list)
     conflicts: list[ConflictRow] = field(default_factory=list)
-    # (kind, number) -> the doc ids holding it now ([]: held once or not at all, so
-    # no longer a duplicate)
-    duplicates: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    # (kind, period, number) -> the doc ids holding it now ([]: held once or not at
+    # all, so no longer a duplicate)
+    duplicates: dict[NumberKey, list[str]] = field(default_factory=dict)
     gaps: dict[str, list[Gap]] = field(default_factory=dict)  # kinds recomputed
     settings: dict[str, Any] | None = None
 
@@ -110,9 +114,10 @@ class Projector:
         self.position = 0
         self.last_hash = GENESIS
         self.docs: dict[str, DocumentView] = {}
-        # kind -> number -> how many documents hold it (behind duplicates and gaps)
+        # (kind, period) -> number -> how many documents hold it (behind duplicates
+        # and gaps)
         self.numbers = NumberIndex(KINDS)
-        # The user mode, users' slots and epochs: the engine's own fold.
+        # The user mode, users' slots, epochs and patterns: the engine's own fold.
         self.numbering = NumberingSettings()
         self.highest: dict[str, int] = dict.fromkeys(KINDS, 0)
         self.loader: Loader | None = None  # brings back a view not in ``docs``
@@ -126,7 +131,7 @@ class Projector:
         self._history: list[History] = []
         self._renumberings: list[Renumbering] = []
         self._conflicts: list[ConflictRow] = []
-        self._dirty_numbers: set[tuple[str, int]] = set()
+        self._dirty_numbers: set[NumberKey] = set()
         self._dirty_kinds: set[str] = set()
         self._settings_dirty = False
 
@@ -146,14 +151,10 @@ class Projector:
     # --- state in and out --------------------------------------------------------------
 
     def settings(self) -> dict[str, Any]:
-        ns = self.numbering
-        return {
-            "mode": ns.mode,
-            "mode_set": ns.mode_set,
-            "users": dict(sorted(ns.users.items())),
-            "epochs": {k: [epoch_row(e) for e in eps] for k, eps in ns.epochs.items()},
-            "highest": dict(self.highest),
-        }
+        snap = self.numbering.to_snapshot()
+        snap["users"] = dict(sorted(snap["users"].items()))
+        snap["highest"] = dict(self.highest)
+        return snap
 
     @classmethod
     def restore(
@@ -162,13 +163,13 @@ class Projector:
         last_hash: bytes,
         settings: Mapping[str, Any] | None,
         docs: Iterable[DocumentView] = (),
-        numbers: Iterable[tuple[str, int]] = (),
+        numbers: Iterable[tuple[str, str, int]] = (),
         loader: Loader | None = None,
         finder: Finder | None = None,
         loader_many: ManyLoader | None = None,
     ) -> Projector:
         """The state as persisted: either every view (``docs``), or only the number
-        index (``numbers``: (kind, number) of each document) with a ``loader`` that
+        index (``numbers``: (kind, period, number) of each document) with a ``loader`` that
         brings a view back when an event needs it and a ``finder`` that names the
         holders of a duplicate number (memory stays bounded)."""
         p = cls()
@@ -185,9 +186,9 @@ class Projector:
         add = p.numbers.add
         for v in docs:
             p.docs[v.doc_id] = v
-            add(v.kind, v.number)
-        for kind, number in numbers:
-            add(kind, number)
+            add(v.kind, v.number, v.period)
+        for kind, period, number in numbers:
+            add(kind, number, period)
         return p
 
     def evict(self, keep: int) -> None:
@@ -252,12 +253,16 @@ class Projector:
             self.docs[doc_id] = v
         old_kind = v.kind
         old_number = v.number
+        old_period = v.period
         old_status = v.status
         conflicts: list[Conflict] = []
         fold_wire(v, ev, conflicts)
         self._dirty_docs.add(doc_id)
-        if v.number != old_number or v.kind != old_kind:
-            self._renumber(doc_id, old_kind, old_number, v.kind, v.number)
+        if self.numbering.patterns:
+            # Its series' period: the settings of now, kept with the view.
+            v.period = self.numbering.period_of(v)
+        if v.number != old_number or v.kind != old_kind or v.period != old_period:
+            self._renumber((old_kind, old_period, old_number), (v.kind, v.period, v.number))
             if t == "document.number_assigned" and old_number:
                 self._renumberings.append(
                     (
@@ -288,15 +293,17 @@ class Projector:
             )
         )
 
-    def _renumber(self, doc_id: str, old_kind: str, old: int, kind: str, new: int) -> None:
+    def _renumber(self, old_key: NumberKey, key: NumberKey) -> None:
         """Move a document in the number index (and mark what to recompute)."""
+        old_kind, old_period, old = old_key
+        kind, period, new = key
         if old:
-            self.numbers.remove(old_kind, old)
-            self._dirty_numbers.add((old_kind, old))
+            self.numbers.remove(old_kind, old, old_period)
+            self._dirty_numbers.add(old_key)
             self._dirty_kinds.add(old_kind)
         if new:
-            self.numbers.add(kind, new)
-            self._dirty_numbers.add((kind, new))
+            self.numbers.add(kind, new, period)
+            self._dirty_numbers.add(key)
             self._dirty_kinds.add(kind)
             if new > self.highest[kind]:
                 self.highest[kind] = new
@@ -341,7 +348,7 @@ class Projector:
         ch = self.take_appends()
         ch.docs = [self.docs[d] for d in sorted(self._dirty_docs)]
         count = self.numbers.count
-        held = self.holders_of([k for k in self._dirty_numbers if count(*k) > 1])
+        held = self.holders_of([x for x in self._dirty_numbers if count(x[0], x[2], x[1]) > 1])
         for key in sorted(self._dirty_numbers):
             ch.duplicates[key] = held.get(key, [])
         deferred = set()
@@ -368,18 +375,24 @@ class Projector:
     # --- derived views -----------------------------------------------------------------
 
     def gaps(self, kind: str) -> list[Gap]:
-        return find_gaps(kind, self.numbers.numbers(kind), self.epochs[kind])
+        """The gaps of every series of ``kind`` (each period's, when it resets)."""
+        nums = self.numbers
+        out: list[Gap] = []
+        for period in nums.periods(kind):
+            eps = self.epochs[kind] if not period else ()
+            out.extend(find_gaps(kind, nums.numbers(kind, period), eps, period))
+        return out
 
-    def holders_of(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], list[str]]:
-        """(kind, number) -> sorted ids of the documents holding it: the views in
-        memory, and (through ``finder``) the persisted ones not in memory."""
+    def holders_of(self, keys: Iterable[NumberKey]) -> dict[NumberKey, list[str]]:
+        """(kind, period, number) -> sorted ids of the documents holding it: the
+        views in memory, and (through ``finder``) the persisted ones not in memory."""
         wanted = set(keys)
-        out: dict[tuple[str, int], list[str]] = {k: [] for k in wanted}
+        out: dict[NumberKey, list[str]] = {k: [] for k in wanted}
         if not wanted:
             return out
         docs = self.docs
         for v in docs.values():
-            held = out.get((v.kind, v.number))
+            held = out.get((v.kind, v.period, v.number))
             if held is not None:
                 held.append(v.doc_id)
         if self.finder is not None:
@@ -389,7 +402,9 @@ class Projector:
             held.sort()
         return out
 
-    def duplicates(self) -> list[tuple[str, int, list[str]]]:
-        keys = [(k, n) for k in self.numbers.kinds() for n in self.numbers.held_twice(k)]
+    def duplicates(self) -> list[tuple[str, str, int, list[str]]]:
+        """(kind, period, number, doc ids) of every number held twice in its series."""
+        nums = self.numbers
+        keys = [(k, p, n) for k, p in nums.series() for n in nums.held_twice(k, p)]
         held = self.holders_of(keys)
-        return [(k, n, held[(k, n)]) for k, n in keys]
+        return [(k, p, n, held[(k, p, n)]) for k, p, n in keys]

@@ -1,8 +1,10 @@
 """Duplicate numbers and gaps in number series. Pure: no I/O.
 
-Series: each kind has its own numbers. Without distributed numbering there is
-one series per kind (``series="*"``), expected to run 1, 2, 3, ... up to the
-highest number in use. In distributed mode every user has their own series
+Series: each kind has its own numbers, and a kind whose number pattern resets
+has one series per period (``period`` "2026", "2026-03"; "" when it never
+resets, see ``engine.patterns``). Without distributed numbering there is one
+series per kind and period (``series="*"``), expected to run 1, 2, 3, ... up to
+the highest number in use. In distributed mode every user has their own series
 inside each epoch (``engine.numbering``): start+(slot-1), +increment, ... A
 number in an epoch's range belongs to the user whose progression holds it;
 numbers outside every epoch range form the kind's shared series.
@@ -35,6 +37,7 @@ class Gap(NamedTuple):
     last: int
     step: int
     missing: int
+    period: str = ""  # the period of a resetting series ("" : one for all time)
 
     def as_dict(self) -> dict[str, Any]:
         return self._asdict()
@@ -81,8 +84,14 @@ def _merged(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def find_gaps(kind: str, used: Iterable[int], epochs: Sequence[Epoch] = ()) -> list[Gap]:
-    """Gaps of one kind's series, given the numbers in use (any order, 0s ignored)."""
+def find_gaps(
+    kind: str, used: Iterable[int], epochs: Sequence[Epoch] = (), period: str = ""
+) -> list[Gap]:
+    """Gaps of one kind's series in one period, given the numbers in use (any
+    order, 0s ignored). Epochs number the never-resetting series only (distributed
+    mode refuses resetting patterns)."""
+    if period:
+        return [g._replace(period=period) for g in find_gaps(kind, used)]
     nums = sorted({n for n in used if n > 0})
     eps = sorted((e for e in epochs if e.last >= e.start), key=lambda e: e.epoch)
     spans = _merged((e.start, e.last) for e in eps)

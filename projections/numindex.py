@@ -1,8 +1,8 @@
 """A compact index of the numbers in use: how many documents hold each number. Pure.
 
-The projection needs, per kind, which numbers are held (gaps) and which are held
-more than once (duplicates). A dict of doc-id lists costs ~300 bytes per
-document; counts in an array cost 4 bytes per number. The doc ids of a
+The projection needs, per series (a kind and a period), which numbers are held
+(gaps) and which are held more than once (duplicates). A dict of doc-id lists
+costs ~300 bytes per document; counts in an array cost 4 bytes per number. The doc ids of a
 duplicate are looked up only when a number is held twice (see
 ``Projector.holders_of``).
 
@@ -83,40 +83,47 @@ class _Series:
 
 
 class NumberIndex:
-    """kind -> number -> how many documents hold it (number 0 is never indexed)."""
+    """(kind, period) -> number -> how many documents hold it (number 0 is never
+    indexed). A series is a kind and a period: "" for a kind whose pattern never
+    resets, "2026" or "2026-03" for one that does (``engine.patterns``)."""
 
     def __init__(self, kinds: Iterable[str] = ()) -> None:
-        self._series: dict[str, _Series] = {k: _Series() for k in kinds}
+        self._series: dict[tuple[str, str], _Series] = {(k, ""): _Series() for k in kinds}
 
-    def _of(self, kind: str) -> _Series:
-        s = self._series.get(kind)
+    def _of(self, kind: str, period: str) -> _Series:
+        s = self._series.get((kind, period))
         if s is None:
-            s = self._series[kind] = _Series()
+            s = self._series[(kind, period)] = _Series()
         return s
 
-    def add(self, kind: str, number: int) -> int:
+    def add(self, kind: str, number: int, period: str = "") -> int:
         """One more holder of ``number``; returns how many hold it now."""
-        return self._of(kind).add(number) if number else 0
+        return self._of(kind, period).add(number) if number else 0
 
-    def remove(self, kind: str, number: int) -> int:
-        return self._of(kind).remove(number) if number else 0
+    def remove(self, kind: str, number: int, period: str = "") -> int:
+        return self._of(kind, period).remove(number) if number else 0
 
-    def count(self, kind: str, number: int) -> int:
-        s = self._series.get(kind)
+    def count(self, kind: str, number: int, period: str = "") -> int:
+        s = self._series.get((kind, period))
         return s.count(number) if s is not None and number else 0
 
-    def numbers(self, kind: str) -> Iterator[int]:
-        s = self._series.get(kind)
+    def numbers(self, kind: str, period: str = "") -> Iterator[int]:
+        s = self._series.get((kind, period))
         return s.numbers() if s is not None else iter(())
 
     def distinct(self, kind: str) -> int:
-        s = self._series.get(kind)
-        return s.distinct if s is not None else 0
+        """Numbers held in all of ``kind``'s series."""
+        return sum(s.distinct for (k, _), s in self._series.items() if k == kind)
 
-    def held_twice(self, kind: str) -> Iterator[int]:
+    def held_twice(self, kind: str, period: str = "") -> Iterator[int]:
         """Numbers held by two or more documents, ascending."""
-        s = self._series.get(kind)
+        s = self._series.get((kind, period))
         return s.held_twice() if s is not None else iter(())
 
-    def kinds(self) -> list[str]:
+    def periods(self, kind: str) -> list[str]:
+        """The periods of ``kind`` that have (or had) numbers, ascending ("" first)."""
+        return sorted(p for k, p in self._series if k == kind)
+
+    def series(self) -> list[tuple[str, str]]:
+        """Every (kind, period), sorted."""
         return sorted(self._series)

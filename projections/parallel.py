@@ -243,7 +243,7 @@ def _merge(tmp: Path, part_paths: list[Path], outs: list[dict[str, Any]]) -> Bui
         d = Digest()
         for table in ("history", "renumberings", "conflicts"):
             store.digest_table(d, table)
-        numbers = c.execute("SELECT kind, number FROM documents WHERE number != 0")
+        numbers = c.execute("SELECT kind, period, number FROM documents WHERE number != 0")
         proj = Projector.restore(first["position"], first["last_hash"], settings, numbers=numbers)
         packed = (
             " UNION ALL ".join(f"SELECT packed, doc_id FROM {n}.{DOC_DIGEST}" for n in names)

@@ -176,8 +176,8 @@ class Builder:
         self.reloaded += v is not None
         return v
 
-    def _persisted_holders(self, kind: str, number: int) -> list[str]:
-        return self.store.holders(kind, number)
+    def _persisted_holders(self, kind: str, period: str, number: int) -> list[str]:
+        return self.store.holders(kind, period, number)
 
     def feed(self, rows: Sequence[Row]) -> bool:
         """Fold rows (in position order); False once nothing more is wanted."""
@@ -290,22 +290,22 @@ def complete_views(
     settings = proj.settings() if settings_changed else None
     last = Changes(proj.position, proj.last_hash, settings=settings)
     dups = store.all_duplicates()
-    for kind, number, doc in dups:
-        last.duplicates.setdefault((kind, number), []).append(doc)
+    for kind, period, number, doc in dups:
+        last.duplicates.setdefault((kind, period, number), []).append(doc)
     last.gaps = {k: proj.gaps(k) for k in KINDS}
     store.write(last)
     store.conn.execute("COMMIT")
     d.add_packed("documents", (row[0] for row in store.conn.execute(doc_digest_sql)))
     d.add("duplicates", dups)
-    # In the views' order (ViewStore.digest reads them ORDER BY kind, series, ...).
+    # In the views' order (ViewStore.digest reads them ORDER BY kind, period, ...).
     gaps = sorted((g for gs in last.gaps.values() for g in gs), key=_gap_order)
     d.add("gaps", gaps)
     store.sync()
     return d.hexdigest(last.settings, proj.position, proj.last_hash)
 
 
-def _gap_order(g: Gap) -> tuple[str, str, int, int]:
-    return (g.kind, g.series, g.epoch, g.first)
+def _gap_order(g: Gap) -> tuple[str, str, str, int, int]:
+    return (g.kind, g.period, g.series, g.epoch, g.first)
 
 
 class _Head(msgspec.Struct):

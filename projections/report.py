@@ -33,7 +33,9 @@ def collect(store: ViewStore, kind: str | None = None) -> dict[str, Any]:
 _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     "duplicates": (
         ("kind", "kind"),
+        ("period", "period"),
         ("number", "number"),
+        ("display_number", "shown as"),
         ("doc_id", "document"),
         ("status", "status"),
         ("user", "user"),
@@ -44,6 +46,7 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "gaps": (
         ("kind", "kind"),
+        ("period", "period"),
         ("series", "series"),
         ("epoch", "epoch"),
         ("first", "first missing"),
@@ -100,6 +103,9 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 
+# Shown only where some row has one: periods exist only for resetting patterns.
+_ONLY_IF_SET = frozenset({"period"})
+
 _TITLES = {
     "duplicates": "Duplicate numbers",
     "gaps": "Gaps in number series",
@@ -121,7 +127,11 @@ def table(section: str, rows: Sequence[dict[str, Any]], limit: int | None = None
     if len(shown) < len(rows):
         title += f", first {len(shown)} shown"
     t = Table(title=title, title_justify="left")
-    cols = _COLUMNS[section]
+    cols = tuple(
+        (key, header)
+        for key, header in _COLUMNS[section]
+        if key not in _ONLY_IF_SET or any(r.get(key) for r in shown)
+    )
     for _, header in cols:
         t.add_column(header, overflow="fold")
     for r in shown:

@@ -24,10 +24,13 @@ import msgpack
 
 from engine.document import DocumentView, FieldWrite, wire_totals
 from engine.hashchain import GENESIS
+from engine.settings_fold import NumberingSettings
 from projections.model import Changes, Projector
 from projections.numbers import SHARED
 
-SCHEMA_VERSION = 1
+# 2: series per period (documents.period and numbered_at, duplicates.period,
+# gaps.period). A views file of another version is rebuilt from the log.
+SCHEMA_VERSION = 2
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -54,6 +57,8 @@ CREATE TABLE IF NOT EXISTS documents (
     events INTEGER NOT NULL,
     last_position INTEGER NOT NULL,
     created INTEGER NOT NULL,
+    period TEXT NOT NULL,
+    numbered_at TEXT,
     state BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS history (
@@ -68,9 +73,10 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE TABLE IF NOT EXISTS duplicates (
     kind TEXT NOT NULL,
+    period TEXT NOT NULL,
     number INTEGER NOT NULL,
     doc_id TEXT NOT NULL,
-    PRIMARY KEY (kind, number, doc_id)
+    PRIMARY KEY (kind, period, number, doc_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS gaps (
     kind TEXT NOT NULL,
@@ -81,7 +87,8 @@ CREATE TABLE IF NOT EXISTS gaps (
     last INTEGER NOT NULL,
     step INTEGER NOT NULL,
     missing INTEGER NOT NULL,
-    PRIMARY KEY (kind, series, epoch, first)
+    period TEXT NOT NULL,
+    PRIMARY KEY (kind, period, series, epoch, first)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS renumberings (
     position INTEGER PRIMARY KEY,
@@ -113,7 +120,7 @@ CREATE VIEW IF NOT EXISTS unassigned AS
 # a random-order B-tree insert per row). documents_list covers the console's
 # documents list (newest first, filtered): a page never reads the state blobs.
 INDEXES = """
-CREATE INDEX IF NOT EXISTS documents_number ON documents (kind, number);
+CREATE INDEX IF NOT EXISTS documents_number ON documents (kind, number, period);
 CREATE INDEX IF NOT EXISTS history_doc ON history (doc_id, position);
 CREATE INDEX IF NOT EXISTS renumberings_doc ON renumberings (doc_id);
 CREATE INDEX IF NOT EXISTS conflicts_doc ON conflicts (doc_id);
@@ -147,6 +154,8 @@ DOC_COLUMNS = (
     "events",
     "last_position",
     "created",
+    "period",
+    "numbered_at",
 )
 HISTORY_COLUMNS = (
     "position",
@@ -170,9 +179,10 @@ RENUMBERING_COLUMNS = (
     "committed_at",
 )
 CONFLICT_COLUMNS = ("position", "doc_id", "field", "kind", "winner", "loser")
-GAP_COLUMNS = ("kind", "series", "slot", "epoch", "first", "last", "step", "missing")
+GAP_COLUMNS = ("kind", "series", "slot", "epoch", "first", "last", "step", "missing", "period")
 DUPLICATE_COLUMNS = (
     "kind",
+    "period",
     "number",
     "doc_id",
     "status",
@@ -181,6 +191,7 @@ DUPLICATE_COLUMNS = (
     "customer",
     "total",
     "created_at",
+    "numbered_at",
     "last_position",
 )
 UNASSIGNED_COLUMNS = (
@@ -200,8 +211,8 @@ UNASSIGNED_COLUMNS = (
 DIGEST_TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("documents", DOC_COLUMNS, "doc_id"),
     ("history", HISTORY_COLUMNS, "position"),
-    ("duplicates", ("kind", "number", "doc_id"), "kind, number, doc_id"),
-    ("gaps", GAP_COLUMNS, "kind, series, epoch, first"),
+    ("duplicates", ("kind", "period", "number", "doc_id"), "kind, period, number, doc_id"),
+    ("gaps", GAP_COLUMNS, "kind, period, series, epoch, first"),
     ("renumberings", RENUMBERING_COLUMNS, "position"),
     ("conflicts", CONFLICT_COLUMNS, "position, field, kind"),
 )
@@ -209,6 +220,13 @@ DIGEST_TABLES: tuple[tuple[str, tuple[str, ...], str], ...] = (
 _INSERT_DOC = (
     f"INSERT OR REPLACE INTO documents ({', '.join(DOC_COLUMNS)}, state) "
     f"VALUES ({', '.join('?' * (len(DOC_COLUMNS) + 1))})"
+)
+
+
+# Views are derived data: a file of another schema is replaced, never migrated.
+_REBUILD_HINT = (
+    " (views are derived data: the engine's live views rebuild it at start; "
+    "otherwise delete it and run synvoice replay or synvoice project again)"
 )
 
 
@@ -284,13 +302,15 @@ def doc_row(v: DocumentView) -> tuple[Any, ...]:
         v.events,
         v.last_position,
         int(v.created),
+        v.period,
+        v.numbered_at,
         state,
     )
 
 
 def view_from_row(row: Sequence[Any]) -> DocumentView:
     """The fold's view back from a documents row (``doc_row``'s inverse)."""
-    parts = _unpack(row[22])
+    parts = _unpack(row[24])
     customer, lines, notes, writes = parts[:4]
     extra: dict[str, Any] = parts[4] if len(parts) > 4 else {}
     return DocumentView(
@@ -317,6 +337,8 @@ def view_from_row(row: Sequence[Any]) -> DocumentView:
         events=row[19],
         last_position=row[20],
         created=bool(row[21]),
+        period=row[22],
+        numbered_at=row[23],
         writes={w[0]: FieldWrite(*w[1:]) for w in writes},
     )
 
@@ -406,6 +428,7 @@ class ViewStore:
             store.close()
             raise ViewsError(
                 f"{path} has views schema {version}, this program reads {SCHEMA_VERSION}"
+                f"{_REBUILD_HINT}"
             )
         return store
 
@@ -435,7 +458,8 @@ class ViewStore:
             version = self.get_meta("schema")
             if version != SCHEMA_VERSION:
                 raise ViewsError(
-                    f"{self.path} has views schema {version}, this program writes {SCHEMA_VERSION}"
+                    f"{self.path} has views schema {version}, this program writes "
+                    f"{SCHEMA_VERSION}{_REBUILD_HINT}"
                 )
         c.executescript(TABLES + (INDEXES if indexes else ""))
         if not exists:
@@ -491,13 +515,14 @@ class ViewStore:
             c.executemany("INSERT INTO conflicts VALUES (?,?,?,?,?,?)", ch.conflicts)
         if ch.duplicates:
             c.executemany(
-                "DELETE FROM duplicates WHERE kind = ? AND number = ?", list(ch.duplicates)
+                "DELETE FROM duplicates WHERE kind = ? AND period = ? AND number = ?",
+                list(ch.duplicates),
             )
             c.executemany(
-                "INSERT INTO duplicates VALUES (?,?,?)",
+                "INSERT INTO duplicates VALUES (?,?,?,?)",
                 [
-                    (kind, number, doc)
-                    for (kind, number), docs in ch.duplicates.items()
+                    (kind, period, number, doc)
+                    for (kind, period, number), docs in ch.duplicates.items()
                     if len(docs) > 1
                     for doc in docs
                 ],
@@ -505,7 +530,7 @@ class ViewStore:
         if ch.gaps:
             c.executemany("DELETE FROM gaps WHERE kind = ?", [(k,) for k in ch.gaps])
             c.executemany(
-                "INSERT INTO gaps VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO gaps VALUES (?,?,?,?,?,?,?,?,?)",
                 [tuple(g) for gs in ch.gaps.values() for g in gs],
             )
         if ch.settings is not None:
@@ -541,7 +566,9 @@ class ViewStore:
         settings = self.get_meta("settings")
         if cached:
             # Streamed into the compact number index (4 bytes a number, no doc ids).
-            numbers = self.conn.execute("SELECT kind, number FROM documents WHERE number != 0")
+            numbers = self.conn.execute(
+                "SELECT kind, period, number FROM documents WHERE number != 0"
+            )
             return Projector.restore(
                 position,
                 last_hash,
@@ -557,22 +584,25 @@ class ViewStore:
             docs.extend(view_from_row(r) for r in rows)
         return Projector.restore(position, last_hash, settings, docs)
 
-    def holders(self, kind: str, number: int) -> list[str]:
-        """Ids of the persisted documents holding ``number`` (documents_number index)."""
+    def holders(self, kind: str, period: str, number: int) -> list[str]:
+        """Ids of the persisted documents holding ``number`` in the series (kind,
+        period) (documents_number index)."""
         rows = self.conn.execute(
-            "SELECT doc_id FROM documents WHERE kind = ? AND number = ?", (kind, number)
+            "SELECT doc_id FROM documents WHERE kind = ? AND number = ? AND period = ?",
+            (kind, number, period),
         ).fetchall()
         return [r[0] for r in rows]
 
-    def all_duplicates(self) -> list[tuple[str, int, str]]:
-        """(kind, number, doc id) of every number held twice, in the view's order."""
+    def all_duplicates(self) -> list[tuple[str, str, int, str]]:
+        """(kind, period, number, doc id) of every number held twice in its series,
+        in the view's order."""
         rows = self.conn.execute(
-            "SELECT d.kind, d.number, d.doc_id FROM documents d JOIN "
-            "(SELECT kind, number FROM documents WHERE number != 0 "
-            "GROUP BY kind, number HAVING COUNT(*) > 1) USING (kind, number) "
-            "ORDER BY d.kind, d.number, d.doc_id"
+            "SELECT d.kind, d.period, d.number, d.doc_id FROM documents d JOIN "
+            "(SELECT kind, period, number FROM documents WHERE number != 0 "
+            "GROUP BY kind, period, number HAVING COUNT(*) > 1) USING (kind, period, number) "
+            "ORDER BY d.kind, d.period, d.number, d.doc_id"
         ).fetchall()
-        return [(str(k), int(n), str(d)) for k, n, d in rows]
+        return [(str(k), str(p), int(n), str(d)) for k, p, n, d in rows]
 
     def load_documents(self, doc_ids: Collection[str]) -> dict[str, DocumentView]:
         """The persisted views among ``doc_ids`` (one query per 500 ids)."""
@@ -604,7 +634,8 @@ class ViewStore:
     def documents(self, kind: str | None = None) -> list[dict[str, Any]]:
         where, args = _kind_filter(kind)
         return self._dicts(
-            f"SELECT {', '.join(DOC_COLUMNS)} FROM documents{where} ORDER BY kind, number, doc_id",
+            f"SELECT {', '.join(DOC_COLUMNS)} FROM documents{where} "
+            "ORDER BY kind, period, number, doc_id",
             args,
         )
 
@@ -620,20 +651,33 @@ class ViewStore:
             (doc_id,),
         )
 
+    def numbering(self) -> NumberingSettings:
+        """The numbering settings the views were folded with (patterns included)."""
+        snap = self.get_meta("settings")
+        return NumberingSettings.from_snapshot(snap) if snap else NumberingSettings()
+
     def duplicates(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Each holder of a number held twice in its series, with the number as the
+        pattern in force when it was given shows it (``display_number``)."""
         where, args = _kind_filter(kind, "d.")
-        return self._dicts(
-            "SELECT d.kind, d.number, d.doc_id, o.status, o.user, o.device_id, o.customer, "
-            "o.total, o.created_at, o.last_position "
+        rows = self._dicts(
+            "SELECT d.kind, d.period, d.number, d.doc_id, o.status, o.user, o.device_id, "
+            "o.customer, o.total, o.created_at, o.numbered_at, o.last_position "
             f"FROM duplicates d JOIN documents o ON o.doc_id = d.doc_id{where} "
-            "ORDER BY d.kind, d.number, d.doc_id",
+            "ORDER BY d.kind, d.period, d.number, d.doc_id",
             args,
         )
+        ns = self.numbering() if rows else NumberingSettings()
+        for r in rows:
+            at = r["numbered_at"] or r["created_at"]
+            r["display_number"] = ns.display(r["kind"], r["number"], at, r["user"])
+        return rows
 
     def gaps(self, kind: str | None = None) -> list[dict[str, Any]]:
         where, args = _kind_filter(kind)
         return self._dicts(
-            f"SELECT {', '.join(GAP_COLUMNS)} FROM gaps{where} ORDER BY kind, series, epoch, first",
+            f"SELECT {', '.join(GAP_COLUMNS)} FROM gaps{where} "
+            "ORDER BY kind, period, series, epoch, first",
             args,
         )
 
@@ -700,7 +744,7 @@ class ViewStore:
         out["unassigned"] = int(c.execute("SELECT COUNT(*) FROM unassigned").fetchone()[0])
         out["duplicate_numbers"] = int(
             c.execute(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT kind, number FROM duplicates)"
+                "SELECT COUNT(*) FROM (SELECT DISTINCT kind, period, number FROM duplicates)"
             ).fetchone()[0]
         )
         out["missing_numbers"] = int(

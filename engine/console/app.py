@@ -50,9 +50,11 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 ActionHandler = Callable[[Request, FormData], Awaitable[Response]]
 
 
-def gap_key(kind: str, series: str, first: int, last: int) -> str:
-    """One name for a gap across the plugins that report and explain it."""
-    return f"{kind}:{series}:{first}:{last}"
+def gap_key(kind: str, series: str, first: int, last: int, period: str = "") -> str:
+    """One name for a gap across the plugins that report and explain it (the
+    period of a resetting series is part of it: 3-5 of 2026 is not 3-5 of 2027)."""
+    where = f"{kind}/{period}" if period else kind
+    return f"{where}:{series}:{first}:{last}"
 
 
 class FormError(Exception):

@@ -236,6 +236,20 @@ async def set_mode(
     def plan(batch: Batch) -> Resolver:
         st = core.state
         previous = st.mode
+        if mode == "distributed" and previous != mode:
+            # Per-user series never restart (see set_numbering): a period's
+            # numbers could not be told from the next period's in one progression.
+            resetting = sorted(
+                k
+                for k in st.numbering.patterns
+                if (p := st.numbering.pattern(k)) and p.reset != "never"
+            )
+            if resetting:
+                raise SynvoiceError(
+                    "mode",
+                    f"the {resetting[0]} pattern resets: distributed numbers are per-user "
+                    "series that do not reset; set it again with --reset never first",
+                )
         add_team(core, batch, team)
         if st.mode_set and previous == mode:
             return lambda _b: ModeReply(mode, changed=False)

@@ -87,6 +87,8 @@ class GapExplained(Model):
     first: Int = Field(ge=1, le=MAX_NUMBER)
     last: Int = Field(ge=1, le=MAX_NUMBER)
     reason: str = Field(min_length=1, max_length=500)
+    # The period of a resetting series ("2026", "2026-03"; "" : never resets).
+    period: str = Field(default="", max_length=16)
 
 
 def _created_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:

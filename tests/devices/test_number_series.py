@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from engine.errors import SynvoiceError
 from tests.devices.test_cli import one_line_error, run
 from tests.support.devices import Agents
 from tests.support.harness import EngineHarness
@@ -50,8 +51,14 @@ async def test_cli_sets_a_pattern_and_devices_show_display_numbers(
     st = dev.status()
     assert st["series"]["invoice"]["mode"] == "centralized"
 
-    # Distributed mode refuses a resetting pattern (per-user series never reset).
+    # Distributed mode refuses a resetting pattern (per-user series never reset),
+    # and a switch to distributed while one is in force.
     admin = await agents._admin()
+    with pytest.raises(SynvoiceError) as refused:
+        await admin.set_mode("distributed", force=True)
+    assert refused.value.code == "mode" and "invoice pattern resets" in refused.value.message
+    code, _, _ = await acli("numbering", "pattern", "invoice", "INV-{YYYY}-{SEQ:4}")
+    assert code == 0
     await admin.set_mode("distributed", force=True)
     code, _, err = await acli(
         "numbering", "pattern", "quote", "Q-{YYYY}-{SEQ}", "--reset", "yearly"

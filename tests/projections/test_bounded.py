@@ -102,7 +102,7 @@ def test_number_index_duplicates_equal_a_plain_count() -> None:
     for v in p.docs.values():
         if v.number:
             expected.setdefault((v.kind, v.number), []).append(v.doc_id)
-    dups = [(k, n, sorted(d)) for (k, n), d in sorted(expected.items()) if len(d) > 1]
+    dups = [(k, "", n, sorted(d)) for (k, n), d in sorted(expected.items()) if len(d) > 1]
     assert dups and p.duplicates() == dups
     assert sorted({n for k, n in expected}) == list(p.numbers.numbers("invoice"))
 

@@ -36,9 +36,9 @@ def test_forgotten_sync_makes_a_duplicate_and_a_renumber_removes_it() -> None:
     b1 = tablet.create(number=1, number_source="device")
     log.append([b1])
     p = project(log)
-    assert p.duplicates() == [("invoice", 1, sorted([str(a1.doc_id), str(b1.doc_id)]))]
+    assert p.duplicates() == [("invoice", "", 1, sorted([str(a1.doc_id), str(b1.doc_id)]))]
     ch = p.take_changes()
-    assert ch.duplicates == {("invoice", 1): sorted([str(a1.doc_id), str(b1.doc_id)])}
+    assert ch.duplicates == {("invoice", "", 1): sorted([str(a1.doc_id), str(b1.doc_id)])}
 
     tablet.seen = log.head
     log.append([tablet.renumber(b1, 2)])
