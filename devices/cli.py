@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from devices.agent import DeviceAgent, SyncResult
-from devices.documents_out import credit_notes_of
+from devices.crediting import credited_summary
+from devices.documents_out import credit_notes_of, credited_of
 from devices.progress import SyncProgress
 from engine.cli import CliError, add_json_arg, print_json
 from engine.document import DocumentView
@@ -310,10 +311,15 @@ async def _cmd_show(args: argparse.Namespace) -> int:
         history = await agent.history(doc_id)
         conflicts = [c.as_dict() for c in agent.conflicts(doc_id)]
         if args.json:
+            # 1-based lines its live credit notes credit (a void one frees its lines).
+            credited = (
+                {"credited_lines": credited_of(agent.documents(), v)} if v.kind == "invoice" else {}
+            )
             print_json(
                 {
                     **_doc_json(agent, v),
                     "credit_notes": [c.doc_id for c in credit_notes_of(agent.documents(), doc_id)],
+                    **credited,
                     "conflicts": conflicts,
                     "history": [e.to_wire() for e in history],
                 }
@@ -343,8 +349,14 @@ async def _cmd_show(args: argparse.Namespace) -> int:
             print(f"  converted into {v.converted_to}")
         if v.credits:
             print(f"  credit note for {label(agent.document(v.credits))} ({v.credits})")
-        for cn in credit_notes_of(agent.documents(), v.doc_id):
-            print(f"  credited by {label(cn)} ({cn.doc_id})")
+        notes = credit_notes_of(agent.documents(), v.doc_id)
+        for cn in notes:
+            print(
+                f"  credited by {label(cn)} ({cn.doc_id})"
+                + (" [void]" if cn.status == "void" else "")
+            )
+        if notes:
+            print(f"  {credited_summary(credited_of(agent.documents(), v), len(v.lines))}")
         if v.void_reason:
             print(f"  void: {v.void_reason}")
         print(f"  {len(history)} events" + ("" if v.last_position else " (not synced yet)"))

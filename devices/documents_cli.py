@@ -18,6 +18,7 @@ from devices.agent import DeviceAgent
 from devices.billing.config import load_config
 from devices.billing.einvoice import FORMATS
 from devices.cli import _common, _one_line_error, _OneLineParser, _run, label, resolve
+from devices.crediting import credited_summary
 from devices.seller import FIELDS, merged, push_seller, read_seller
 from engine.cli import CliError, print_json
 
@@ -68,11 +69,14 @@ async def _cmd_send(args: argparse.Namespace) -> int:
 async def _cmd_credit(args: argparse.Namespace) -> int:
     async def act(agent: DeviceAgent, online: bool) -> int:
         inv = resolve(agent, args.invoice)
-        view = await documents_out.credit(agent, inv, args.line or ())
+        view = await documents_out.credit(agent, inv, args.line or (), force=args.force)
         if args.json:
             print_json(view.as_dict())
         else:
-            print(f"{label(view)} credits invoice {agent.document(inv).number}  {view.doc_id}")
+            invoice = agent.document(inv)
+            print(f"{label(view)} credits invoice {invoice.number}  {view.doc_id}")
+            done = documents_out.credited_of(agent.documents(), invoice)
+            print(f"  invoice {credited_summary(done, len(invoice.lines))}")
         return 0
 
     return await _run(args, act)
@@ -146,10 +150,18 @@ def add_document_commands(ds: Any, sub: Any) -> None:
     _common(p)
     p.set_defaults(handler=_cmd_send)
 
-    p = ds.add_parser("credit", help="a credit note for an issued invoice (all or chosen lines)")
+    p = ds.add_parser(
+        "credit",
+        help="a credit note for an issued invoice (lines not credited yet, or chosen ones)",
+    )
     p.add_argument("invoice")
     p.add_argument(
         "--line", type=int, action="append", metavar="N", help="credit line N only (repeat)"
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="credit lines already credited (recorded in the credit note's notes)",
     )
     _common(p)
     p.set_defaults(handler=_cmd_credit)

@@ -21,6 +21,7 @@ from devices.billing.delivery import DeliveryError, SmtpSender, build_message, c
 from devices.billing.einvoice import EInvoiceError, export
 from devices.billing.pdf import InvoiceData, UnprintableText, money, render
 from devices.billing.render import write_atomic
+from devices.crediting import credited_lines, plan_credit
 from devices.seller import read_seller
 from engine.document import DocumentView
 from engine.errors import SynvoiceError
@@ -161,30 +162,82 @@ def send_blocking(data: InvoiceData, doc_id: str, to: str, cfg: BillingConfig) -
     return Sent(to, name)
 
 
-async def credit(agent: Any, invoice_id: str, line_numbers: Sequence[int] = ()) -> DocumentView:
-    """A credit note for an issued invoice: all its lines, or the chosen ones (1-based)."""
+def live_credit_notes(docs: Sequence[DocumentView], invoice_id: str) -> list[DocumentView]:
+    """The credit notes of ``invoice_id`` that count: a void one credits nothing."""
+    return [d for d in credit_notes_of(docs, invoice_id) if d.status != "void"]
+
+
+def credited_of(docs: Sequence[DocumentView], invoice: DocumentView) -> list[int]:
+    """The invoice's lines (1-based) that its live credit notes credit."""
+    notes = live_credit_notes(docs, invoice.doc_id)
+    return credited_lines(invoice.lines, [cn.lines for cn in notes])
+
+
+def _name(view: DocumentView) -> str:
+    return str(view.number) if view.number else view.doc_id[:8]
+
+
+def _numbered(word: str, items: Sequence[str]) -> str:
+    """ "line 2" or "lines 2, 3" (repeats once)."""
+    unique = list(dict.fromkeys(items))
+    return f"{word}{'s' if len(unique) > 1 else ''} {', '.join(unique)}"
+
+
+async def credit(
+    agent: Any, invoice_id: str, line_numbers: Sequence[int] = (), *, force: bool = False
+) -> DocumentView:
+    """A credit note for an issued invoice: the lines not credited yet, or the chosen
+    ones (1-based). A line already credited is refused unless ``force``, and a forced
+    credit says so in its notes (the event has no field for it)."""
     inv: DocumentView = agent.document(invoice_id)
     if inv.kind != "invoice":
         raise SynvoiceError("bad_request", f"only invoices are credited, not a {inv.kind}")
+    number = inv.number or inv.doc_id[:8]
     if inv.status != "issued":
-        raise SynvoiceError(
-            "conflict", f"invoice {inv.number or inv.doc_id[:8]} is {inv.status}, not issued"
-        )
+        raise SynvoiceError("conflict", f"invoice {number} is {inv.status}, not issued")
     lines = list(inv.lines)
+    if not lines:
+        raise SynvoiceError("bad_request", f"invoice {number} has no lines to credit")
+    wanted: list[int] | None = None
     if line_numbers:
         bad = [n for n in line_numbers if not 1 <= n <= len(lines)]
         if bad:
             raise SynvoiceError(
-                "bad_request", f"invoice {inv.number} has lines 1..{len(lines)}, not {bad[0]}"
+                "bad_request", f"invoice {number} has lines 1..{len(lines)}, not {bad[0]}"
             )
-        lines = [lines[n - 1] for n in dict.fromkeys(line_numbers)]
+        wanted = [n - 1 for n in dict.fromkeys(line_numbers)]
+    earlier = live_credit_notes(agent.documents(), inv.doc_id)
+    plan = plan_credit(lines, [cn.lines for cn in earlier], wanted)
+    chosen = plan.lines
+    forced = ""
+    if wanted is None and not chosen:
+        names = _numbered("credit note", [_name(cn) for cn in earlier])
+        if not force:
+            raise SynvoiceError(
+                "conflict",
+                f"invoice {number} is fully credited by {names} (--force credits it again)",
+            )
+        chosen = list(range(len(lines)))
+        forced = f" (forced: invoice already credited by {names})"
+    elif plan.over:
+        over = sorted(plan.over)
+        nums = _numbered("line", [str(pos + 1) for pos in over])
+        names = _numbered("credit note", [_name(earlier[plan.over[pos]]) for pos in over])
+        if not force:
+            verb = "is" if len(plan.over) == 1 else "are"
+            raise SynvoiceError(
+                "conflict",
+                f"{nums} of invoice {number} {verb} already credited by {names} "
+                "(--force credits again)",
+            )
+        forced = f" (forced: {nums} already credited by {names})"
     view: DocumentView = await agent.create(
         "credit_note",
         inv.customer,
-        lines,
+        [lines[pos] for pos in chosen],
         currency=inv.currency,
         issue_date=date.today(),
-        notes=f"Credit note for invoice {inv.number}",
+        notes=f"Credit note for invoice {inv.number}{forced}",
         credits=inv.doc_id,
     )
     return view

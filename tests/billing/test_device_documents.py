@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,81 @@ async def test_seller_pdf_credit_note_einvoice_and_mail(
     )
     code, out, _ = await cli("seller", "show", "--home", home2, "--json")
     assert json.loads(out)["legal_name"] == "Beispiel Beratung GmbH"
+
+
+async def test_credit_notes_never_credit_a_line_twice(
+    tmp_path: Path, engine: EngineHarness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        return await asyncio.to_thread(_run, list(argv), capsys)
+
+    admin = await engine.admin()
+    home = str(tmp_path / "tablet")
+    token = await enroll_token(admin, engine.url, "alice")
+    assert (await cli("device", "init", "--home", home, "--token", token))[0] == 0
+    base = ["--home", home]
+
+    async def count() -> int:
+        code, out, err = await cli("device", "list", *base, "--json")
+        assert code == 0, err
+        return len(json.loads(out))
+
+    async def credit(*argv: str) -> dict[str, Any]:
+        code, out, err = await cli("device", "credit", *base, *argv, "--json")
+        assert code == 0, err
+        doc: dict[str, Any] = json.loads(out)
+        return doc
+
+    async def refused(*argv: str) -> str:
+        before = await count()
+        code, out, err = await cli("device", "credit", *base, *argv)
+        assert code != 0 and out == "" and len(err.strip().splitlines()) == 1, (code, out, err)
+        assert await count() == before  # nothing created
+        return err
+
+    for _ in range(2):
+        code, _, err = await cli(
+            "device", "create", *base, "--customer", "Acme",
+            "--line", "Consulting:2:150:20", "--line", "Travel:1:80", "--line", "Hotel:2:90",
+        )  # fmt: skip
+        assert code == 0, err
+    for inv in ("invoice:1", "invoice:2"):
+        assert (await cli("device", "issue", *base, inv))[0] == 0
+
+    # invoice 1: partial, then the rest without --line credits only what remains
+    assert len((await credit("invoice:1", "--line", "2"))["lines"]) == 1
+    rest = await credit("invoice:1")
+    assert [ln["description"] for ln in rest["lines"]] == ["Consulting", "Hotel"]
+    err = await refused("invoice:1")
+    assert "invoice 1 is fully credited by credit notes 1, 2" in err
+    err = await refused("invoice:1", "--line", "2")
+    assert "line 2 of invoice 1 is already credited by credit note 1" in err
+    code, out, _ = await cli("device", "show", *base, "invoice:1")
+    assert "credited: lines 1, 2, 3 of 3 (fully)" in out
+
+    # a void credit note frees its lines
+    assert (await cli("device", "void", *base, "credit_note:1"))[0] == 0
+    code, out, _ = await cli("device", "show", *base, "invoice:1", "--json")
+    assert json.loads(out)["credited_lines"] == [1, 3]
+    again = await credit("invoice:1", "--line", "2")
+    assert again["number"] == 3 and "forced" not in str(again["notes"])
+
+    # --force credits a line again and says so in the credit note
+    forced = await credit("invoice:1", "--line", "2", "--force")
+    assert forced["notes"] == (
+        "Credit note for invoice 1 (forced: line 2 already credited by credit note 3)"
+    )
+    code, out, _ = await cli("device", "show", *base, "invoice:1")
+    assert "credited by credit_note 1" in out and "[void]" in out
+    assert "credited: lines 1, 2, 3 of 3 (fully)" in out
+
+    # invoice 2: partial then the chosen rest, then full twice is refused
+    await credit("invoice:2", "--line", "1")
+    await credit("invoice:2", "--line", "2", "--line", "3")
+    err = await refused("invoice:2")
+    assert "invoice 2 is fully credited by credit notes 5, 6" in err
+    err = await refused("invoice:2", "--line", "3", "--line", "1")
+    assert "lines 1, 3 of invoice 2 are already credited by credit notes 5, 6" in err
+    full = await credit("invoice:2", "--force")
+    assert len(full["lines"]) == 3
+    assert "(forced: invoice already credited by credit notes 5, 6)" in str(full["notes"])
