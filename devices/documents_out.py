@@ -188,7 +188,8 @@ async def credit(
 ) -> DocumentView:
     """A credit note for an issued invoice: the lines not credited yet, or the chosen
     ones (1-based). A line already credited is refused unless ``force``, and a forced
-    credit says so in its notes (the event has no field for it)."""
+    credit says so in its notes, in words the customer can read on the PDF (the
+    event has no field for it)."""
     inv: DocumentView = agent.document(invoice_id)
     if inv.kind != "invoice":
         raise SynvoiceError("bad_request", f"only invoices are credited, not a {inv.kind}")
@@ -218,7 +219,7 @@ async def credit(
                 f"invoice {number} is fully credited by {names} (--force credits it again)",
             )
         chosen = list(range(len(lines)))
-        forced = f" (forced: invoice already credited by {names})"
+        forced = f" (credited before by {names})"
     elif plan.over:
         over = sorted(plan.over)
         nums = _numbered("line", [str(pos + 1) for pos in over])
@@ -230,7 +231,7 @@ async def credit(
                 f"{nums} of invoice {number} {verb} already credited by {names} "
                 "(--force credits again)",
             )
-        forced = f" (forced: {nums} already credited by {names})"
+        forced = f" ({nums} credited before by {names})"
     view: DocumentView = await agent.create(
         "credit_note",
         inv.customer,

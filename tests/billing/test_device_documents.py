@@ -214,7 +214,7 @@ async def test_credit_notes_never_credit_a_line_twice(
     # --force credits a line again and says so in the credit note
     forced = await credit("invoice:1", "--line", "2", "--force")
     assert forced["notes"] == (
-        "Credit note for invoice 1 (forced: line 2 already credited by credit note 3)"
+        "Credit note for invoice 1 (line 2 credited before by credit note 3)"
     )
     code, out, _ = await cli("device", "show", *base, "invoice:1")
     assert "credited by credit_note 1" in out and "[void]" in out
@@ -229,4 +229,4 @@ async def test_credit_notes_never_credit_a_line_twice(
     assert "lines 1, 3 of invoice 2 are already credited by credit notes 5, 6" in err
     full = await credit("invoice:2", "--force")
     assert len(full["lines"]) == 3
-    assert "(forced: invoice already credited by credit notes 5, 6)" in str(full["notes"])
+    assert "(credited before by credit notes 5, 6)" in str(full["notes"])
