@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from devices.agent import DeviceAgent, SyncResult
-from devices.crediting import credited_summary
 from devices.documents_out import credit_notes_of, credited_of
 from devices.progress import SyncProgress
 from engine.cli import CliError, add_json_arg, print_json
+from engine.crediting import credited_summary
 from engine.document import DocumentView
 from engine.errors import SynvoiceError
 from engine.schema.common import KINDS, Customer, Line

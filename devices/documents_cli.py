@@ -18,9 +18,9 @@ from devices.agent import DeviceAgent
 from devices.billing.config import load_config
 from devices.billing.einvoice import FORMATS
 from devices.cli import _common, _one_line_error, _OneLineParser, _run, label, resolve
-from devices.crediting import credited_summary
 from devices.seller import FIELDS, merged, push_seller, read_seller
 from engine.cli import CliError, print_json
+from engine.crediting import credited_summary
 
 
 async def _cmd_pdf(args: argparse.Namespace) -> int:

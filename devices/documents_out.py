@@ -21,8 +21,8 @@ from devices.billing.delivery import DeliveryError, SmtpSender, build_message, c
 from devices.billing.einvoice import EInvoiceError, export
 from devices.billing.pdf import InvoiceData, UnprintableText, money, render
 from devices.billing.render import write_atomic
-from devices.crediting import credited_lines, plan_credit
 from devices.seller import read_seller
+from engine.crediting import credited_lines, plan_credit
 from engine.document import DocumentView
 from engine.errors import SynvoiceError
 from engine.schema.common import Line, totals
@@ -52,7 +52,8 @@ def invoice_data(
     if view.credits:
         inv = next((d for d in docs if d.doc_id == view.credits), None)
         credited = inv.number if inv else None
-    notes = [d.number for d in credit_notes_of(docs, view.doc_id) if d.number]
+    # A void credit note credits nothing: the invoice does not name it.
+    notes = [d.number for d in live_credit_notes(docs, view.doc_id) if d.number]
     return InvoiceData(
         number=view.number,
         issue_date=date.fromisoformat(view.issue_date) if view.issue_date else today,

@@ -91,6 +91,7 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("customer", "customer"),
         ("total", "total"),
         ("currency", "currency"),
+        ("over_lines", "lines credited twice"),
     ),
     "history": (
         ("position", "position"),
@@ -104,7 +105,7 @@ _COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 # Shown only where some row has one: periods exist only for resetting patterns.
-_ONLY_IF_SET = frozenset({"period"})
+_ONLY_IF_SET = frozenset({"period", "over_lines"})
 
 _TITLES = {
     "duplicates": "Duplicate numbers",
@@ -158,4 +159,10 @@ def print_report(console: Console, rep: dict[str, Any], limit: int | None = 50) 
         f"{c['unassigned']} unassigned, {c['renumberings']} renumberings, "
         f"{c['conflicts']} conflicts"
     )
+    over = [r for r in rep["credit_notes"] if r.get("over_lines")]
+    if over:
+        console.print(
+            f"[yellow]{len(over)} credit note(s) credit lines their invoice has no more "
+            "of (credited twice)[/yellow]"
+        )
     console.print(f"digest {rep['digest']}")

@@ -22,6 +22,7 @@ from typing import Any
 
 import msgpack
 
+from engine.crediting import excess
 from engine.document import DocumentView, FieldWrite, wire_totals
 from engine.hashchain import GENESIS
 from engine.settings_fold import NumberingSettings
@@ -705,33 +706,40 @@ class ViewStore:
         )
 
     def credit_notes(self) -> list[dict[str, Any]]:
-        """Each credit note with the invoice it corrects (``credits`` is kept in
-        the state blob, so older views files need no new column)."""
+        """Each credit note with the invoice it corrects, and ``over_lines``: how many
+        of its lines credit nothing left on that invoice (a line credited twice:
+        forced, or by two devices offline; ``engine.crediting``). Void credit notes
+        credit nothing (0)."""
         rows = self.conn.execute(
-            "SELECT doc_id, number, status, customer, currency, total, state FROM documents "
+            f"SELECT {', '.join(DOC_COLUMNS)}, state FROM documents "
             "WHERE kind = 'credit_note' ORDER BY number, doc_id"
         ).fetchall()
+        notes = [view_from_row(r) for r in rows]
+        invoices = self.load_documents({v.credits for v in notes if v.credits})
+        over: dict[str, int] = {}
+        by_invoice: dict[str, list[DocumentView]] = {}
+        for v in notes:
+            if v.credits and v.status != "void":
+                by_invoice.setdefault(v.credits, []).append(v)
+        for inv_id, cns in by_invoice.items():
+            inv = invoices.get(inv_id)
+            cns.sort(key=lambda d: (d.created_at or "", d.doc_id))  # oldest credits first
+            counts = excess(inv.lines if inv else [], [cn.lines for cn in cns])
+            over.update((cn.doc_id, n) for cn, n in zip(cns, counts, strict=True))
         out: list[dict[str, Any]] = []
-        for doc_id, number, status, customer, currency, total, state in rows:
-            parts = _unpack(state)
-            credits = parts[4].get("credits") if len(parts) > 4 else None
-            inv = (
-                self.conn.execute(
-                    "SELECT number FROM documents WHERE doc_id = ?", (credits,)
-                ).fetchone()
-                if credits
-                else None
-            )
+        for v, r in zip(notes, rows, strict=True):
+            inv = invoices.get(v.credits) if v.credits else None
             out.append(
                 {
-                    "doc_id": doc_id,
-                    "number": number,
-                    "status": status,
-                    "customer": customer,
-                    "total": total,
-                    "currency": currency,
-                    "credits": credits,
-                    "invoice_number": inv[0] if inv else None,
+                    "doc_id": v.doc_id,
+                    "number": v.number,
+                    "status": v.status,
+                    "customer": r[7],
+                    "total": r[11],
+                    "currency": v.currency,
+                    "credits": v.credits,
+                    "invoice_number": inv.number if inv else None,
+                    "over_lines": over.get(v.doc_id, 0),
                 }
             )
         return out

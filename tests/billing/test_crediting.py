@@ -1,4 +1,4 @@
-"""The credit-note arithmetic of ``devices.crediting``, without a server."""
+"""The credit-note arithmetic of ``engine.crediting``, without a server."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.crediting import covers, credited_lines, credited_summary, plan_credit
+from engine.crediting import covers, credited_lines, credited_summary, excess, plan_credit
 
 
 def ln(desc: str, qty: str = "1", price: str = "10") -> dict[str, Any]:
@@ -105,3 +105,14 @@ def test_forced_credits_cover_each_line_at_most_once(
     made = Counter(_key(x) for note in credited for x in note)
     held = Counter(_key(x) for x in invoice)
     assert sum(c is not None for c in cover) == sum((made & held).values())
+    # What the projections report: the lines beyond the invoice, per credit note.
+    over = excess(invoice, credited)
+    assert sum(over) == made.total() - sum((made & held).values())
+    assert all(0 <= n <= len(note) for n, note in zip(over, credited, strict=True))
+
+
+def test_excess_names_the_credit_note_that_credits_twice() -> None:
+    assert excess([A, B, C], [[B], [A, C]]) == [0, 0]
+    assert excess([A, B, C], [[B], [B]]) == [0, 1]
+    assert excess([A, A], [[A], [A, A]]) == [0, 1]
+    assert excess([A], [[ln("never on the invoice")]]) == [1]

@@ -230,3 +230,13 @@ async def test_credit_notes_never_credit_a_line_twice(
     full = await credit("invoice:2", "--force")
     assert len(full["lines"]) == 3
     assert "(credited before by credit notes 5, 6)" in str(full["notes"])
+
+    # The auditor's replay names the credit notes that credit a line twice.
+    assert (await cli("device", "sync", *base))[0] == 0
+    log = str(engine.server.config.data_dir / "log.sqlite")
+    code, out, err = await cli("replay", log, "--json", "--no-progress")
+    assert code == 0, err
+    over = {r["number"]: r["over_lines"] for r in json.loads(out)["credit_notes"]}
+    assert over == {1: 0, 2: 0, 3: 0, 4: 1, 5: 0, 6: 0, 7: 3}
+    code, out, err = await cli("replay", log, "--no-progress")
+    assert code == 0 and "2 credit note(s) credit lines their invoice has no more" in out

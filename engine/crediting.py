@@ -1,5 +1,9 @@
 """How much of an invoice its credit notes already credit (pure: no I/O).
 
+Devices use it to refuse a second credit of a line; the projections to report
+credit notes that credit more than their invoice holds (made offline on two
+devices, or forced).
+
 A credit note's lines are copies of the invoice's line dicts, so lines are
 matched by content, as a multiset: an invoice with two equal lines is fully
 credited only by two credited copies of that line. Equal lines cannot be told
@@ -76,6 +80,23 @@ def credited_lines(
 ) -> list[int]:
     """The invoice's credited lines, 1-based."""
     return [pos + 1 for pos, c in enumerate(covers(invoice, credited)) if c is not None]
+
+
+def excess(invoice: Sequence[LineDict], credited: Sequence[Sequence[LineDict]]) -> list[int]:
+    """How many lines of each credit note credit nothing left on the invoice: a
+    line credited twice (forced, or by two devices offline), or one the invoice
+    never had. All zeros when the credit notes stay within the invoice."""
+    left = list(invoice)
+    out: list[int] = []
+    for lines in credited:
+        over = 0
+        for ln in lines:
+            if ln in left:
+                left.remove(ln)
+            else:
+                over += 1
+        out.append(over)
+    return out
 
 
 def credited_summary(done: Sequence[int], total: int) -> str:
