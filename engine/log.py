@@ -49,6 +49,13 @@ CREATE TABLE IF NOT EXISTS credentials (
     device_id TEXT PRIMARY KEY,
     secret BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS nonces (
+    device TEXT NOT NULL,
+    nonce TEXT NOT NULL,
+    forget_after INTEGER NOT NULL,
+    PRIMARY KEY (device, nonce)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nonces_expiry ON nonces (forget_after);
 """
 
 # A side write done in the same transaction as an append: (sql, rows).
@@ -358,6 +365,14 @@ class EventLog:
     async def credentials(self) -> dict[str, bytes]:
         async with self._r.execute("SELECT device_id, secret FROM credentials") as cur:
             return {str(d): bytes(s) for d, s in await cur.fetchall()}
+
+    async def nonces(self, now: float) -> list[tuple[str, str, int]]:
+        """(device, nonce, forget after) of the guarded requests committed in the
+        last freshness window (``engine.replay_guard``)."""
+        async with self._r.execute(
+            "SELECT device, nonce, forget_after FROM nonces WHERE forget_after >= ?", (int(now),)
+        ) as cur:
+            return [(str(d), str(n), int(f)) for d, n, f in await cur.fetchall()]
 
     # --- reading --------------------------------------------------------------------
 

@@ -9,15 +9,22 @@ until its timestamp leaves the window, and refuses a nonce it has seen with
 ``replayed``.
 
 Memory is bounded: at most ``per_device`` remembered nonces per device; a
-device over it gets ``limit`` until its oldest expire. The memory is not kept
-across restarts (a restart forgets the nonces of the last 300 s).
+device over it gets ``limit`` until its oldest expire.
+
+Across restarts: the nonce of a guarded request is stored in the log's
+``nonces`` table in the same transaction as the request's effect (the writer
+takes it from ``PENDING`` when the request's plan is submitted), and a
+starting engine loads the ones still in the window. A request whose effect
+never committed is not stored: a copy of it after a crash does what the
+original never did, once. Refused requests are remembered in memory only.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 
 from engine import protocol
 from engine.auth import HDR_NONCE, HDR_TIME, MAX_SKEW_SECONDS
@@ -25,6 +32,12 @@ from engine.errors import SynvoiceError
 
 # Requests whose effect a copy would repeat.
 GUARDED_PREFIXES = (protocol.NUMBERS, f"{protocol.PREFIX}.admin.")
+
+
+# (device, nonce, forget after) of the guarded request being handled in this task:
+# what the writer stores with the request's effect.
+Nonce = tuple[str, str, int]
+PENDING: ContextVar[Nonce | None] = ContextVar("synvoice_pending_nonce", default=None)
 
 
 def guarded(subject: str) -> bool:
@@ -44,10 +57,11 @@ class ReplayGuard:
 
     def check(
         self, subject: str, headers: Mapping[str, str], device: str, now: float | None = None
-    ) -> None:
-        """Record the (already authenticated) request, or raise ``replayed``."""
+    ) -> Nonce | None:
+        """Record the (already authenticated) request, or raise ``replayed``; the
+        nonce to store with its effect (None: not a guarded request)."""
         if not guarded(subject):
-            return
+            return None
         current = time.time() if now is None else now
         self._forget(current)
         nonce = headers.get(HDR_NONCE, "")
@@ -62,7 +76,18 @@ class ReplayGuard:
             )
         # verify() accepted the time: an integer within the window.
         forget_after = int(headers.get(HDR_TIME, "0")) + self.window + 1
-        self._seen[key] = forget_after
+        self._remember(device, nonce, forget_after)
+        return (device, nonce, forget_after)
+
+    def load(self, stored: Iterable[Nonce], now: float | None = None) -> None:
+        """The nonces a previous run stored (``EventLog.nonces``), still in the window."""
+        current = time.time() if now is None else now
+        for device, nonce, forget_after in stored:
+            if forget_after >= current and (device, nonce) not in self._seen:
+                self._remember(device, nonce, forget_after)
+
+    def _remember(self, device: str, nonce: str, forget_after: int) -> None:
+        self._seen[(device, nonce)] = forget_after
         self._count[device] = self._count.get(device, 0) + 1
         heapq.heappush(self._expiry, (forget_after, device, nonce))
 

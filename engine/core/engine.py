@@ -29,7 +29,7 @@ from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import EventLog
 from engine.messages import PushReply, PushRequest, StatusReply, encode
-from engine.replay_guard import ReplayGuard
+from engine.replay_guard import PENDING, Nonce, ReplayGuard
 from engine.state import EngineState
 
 
@@ -88,6 +88,7 @@ class EngineCore:
         key = load_or_create_key(config.data_dir)
         core = cls(config, log_, await load_state(log_, snapshot_key(key)), key)
         core.secrets = await log_.credentials()
+        core.replay.load(await log_.nonces(time.time()))
         core.admin_secret = load_or_create_admin_secret(config)
         if config.license_key:
             try:
@@ -117,7 +118,15 @@ class EngineCore:
                 "too_large",
                 f"request is {len(body)} bytes, limit is {self.config.max_request_bytes}",
             )
-        caller = self.authenticate(subject, headers, body)
+        caller, nonce = self.authenticate(subject, headers, body)
+        # Set for this request's task only: the writer stores it with the effect.
+        token = PENDING.set(nonce)
+        try:
+            return await self._dispatch(subject, caller, body)
+        finally:
+            PENDING.reset(token)
+
+    async def _dispatch(self, subject: str, caller: Caller, body: bytes) -> bytes:
         route = BY_SUBJECT.get(subject)
         if route is not None and route.decode is None:  # push: the handler reads the body
             reply = await route.handle(self, caller, body)
@@ -133,18 +142,21 @@ class EngineCore:
             reply = await route.handle(self, caller, route.decode(req))
         return reply if isinstance(reply, bytes) else encode(reply)
 
-    def authenticate(self, subject: str, headers: dict[str, str] | None, body: bytes) -> Caller:
+    def authenticate(
+        self, subject: str, headers: dict[str, str] | None, body: bytes
+    ) -> tuple[Caller, Nonce | None]:
+        """The caller, and the nonce of a guarded request (``engine.replay_guard``)."""
         device = auth.verify(headers, subject, body, self._secret_of)
         assert headers is not None  # verify() refuses unsigned requests
-        self.replay.check(subject, headers, device)
+        nonce = self.replay.check(subject, headers, device)
         if device == protocol.ADMIN_DEVICE:
-            return Caller(device, protocol.ADMIN_DEVICE, admin=True)
+            return Caller(device, protocol.ADMIN_DEVICE, admin=True), nonce
         info = self.state.devices.get(device)
         if info is None:
             raise SynvoiceError("unauthorized", f"unknown device {device!r}")
         if info.revoked:
             raise SynvoiceError("revoked", f"device {device!r} was revoked")
-        return Caller(device, info.user)
+        return Caller(device, info.user), nonce
 
     def _secret_of(self, device_id: str) -> bytes | None:
         if device_id == protocol.ADMIN_DEVICE:

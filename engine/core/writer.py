@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +23,14 @@ from typing import Any
 from engine.errors import SynvoiceError
 from engine.events import Event
 from engine.log import EventLog, Record, SideWrite
+from engine.replay_guard import PENDING, Nonce
 from engine.schema.common import ENGINE_DEVICE
 from engine.state import EngineState, fold_log, open_snapshot, seal_snapshot
 
 log = logging.getLogger("synvoice.engine")
+
+# Expired nonces are deleted with a commit at most this often (an index range).
+NONCE_PRUNE_SECONDS = 30
 
 CommitListener = Callable[[Sequence[tuple[Event, Record]]], None]
 
@@ -83,6 +88,7 @@ class Job:
     size: int
     lookup_ids: list[bytes]  # event ids whose stored positions the plan needs
     reserve_ids: list[bytes]  # doc ids whose reserved numbers the plan needs
+    nonce: Nonce | None = None  # a guarded request's, stored with its effect
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -106,6 +112,7 @@ class Writer:
         self.settling: asyncio.Future[None] | None = None
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._nonces_pruned = 0  # when expired nonces were last deleted (unix seconds)
 
     def start(self) -> None:
         if self._task is None:
@@ -130,7 +137,13 @@ class Writer:
         """The plan's reply, once its events are committed."""
         if self._task is None:
             raise SynvoiceError("unavailable", "engine is not running")
-        job = Job(plan=plan, size=size, lookup_ids=event_ids or [], reserve_ids=reserve or [])
+        job = Job(
+            plan=plan,
+            size=size,
+            lookup_ids=event_ids or [],
+            reserve_ids=reserve or [],
+            nonce=PENDING.get(),
+        )
         await self._queue.put(job)
         return await job.future
 
@@ -193,6 +206,14 @@ class Writer:
                     raise
                 if not job.future.done():  # its caller may be gone (cancelled)
                     job.future.set_exception(exc)
+        nonces = [job.nonce for job, _ in resolvers if job.nonce is not None]
+        if nonces:
+            # With the effect, in its transaction: a copy after a restart is refused.
+            batch.side.append(("INSERT OR IGNORE INTO nonces VALUES (?,?,?)", nonces))
+            now = int(time.time())
+            if now >= self._nonces_pruned + NONCE_PRUNE_SECONDS:
+                self._nonces_pruned = now
+                batch.side.append(("DELETE FROM nonces WHERE forget_after < ?", [(now,)]))
         base = self.log.head
         sealed = self.log.seal(batch.events)
         self.state.data_bytes += sum(len(r.body) for _, r in sealed)

@@ -155,3 +155,45 @@ def test_the_guard_forgets_after_the_window_and_is_bounded() -> None:
     # Past the window the signature's time refuses a copy; the guard forgets it.
     guard.check(protocol.NUMBERS, hdr("e" * 16, now + 302), "dev-1", now=now + 302)
     assert len(guard) == 1  # only dev-1's "e" is left
+
+
+async def test_a_copy_after_a_kill9_restart_is_still_refused(
+    engine_process: Any, nats_server: Any
+) -> None:
+    """The nonce is stored with the request's effect: a restart (even kill -9)
+    does not open the freshness window to a captured copy again."""
+    from engine.client import EngineClient
+    from engine.protocol import ADMIN_DEVICE
+
+    engine_process.start()
+    admin = await EngineClient.connect(
+        nats_server.url, ADMIN_DEVICE, engine_process.admin_secret, timeout=5
+    )
+    await admin.set_mode("centralized")
+    cred = await admin.enroll("alice")
+    secret = bytes.fromhex(cred.secret)
+    dev = await EngineClient.connect(nats_server.url, cred.device_id, secret, timeout=5)
+    doc = uuid.uuid4()
+    body = codec.pack({"items": [{"kind": "invoice", "doc_id": str(doc), "fresh": True}]})
+    captured = auth.sign(cred.device_id, secret, protocol.NUMBERS, body)
+    enroll_body = codec.pack({"user": "mallory", "name": None})
+    secret_admin = engine_process.admin_secret
+    enroll = auth.sign(ADMIN_DEVICE, secret_admin, protocol.ADMIN_ENROLL, enroll_body)
+    try:
+        assert (await send(dev.nc, protocol.NUMBERS, body, captured))["numbers"] == [1]
+        assert "device_id" in await send(admin.nc, protocol.ADMIN_ENROLL, enroll_body, enroll)
+        engine_process.kill9()
+        engine_process.start()
+        assert code(await send(dev.nc, protocol.NUMBERS, body, captured)) == "replayed"
+        assert code(await send(admin.nc, protocol.ADMIN_ENROLL, enroll_body, enroll)) == "replayed"
+        # A fresh signature is a new request: the device carries on.
+        again = auth.sign(cred.device_id, secret, protocol.NUMBERS, body)
+        assert (await send(dev.nc, protocol.NUMBERS, body, again))["numbers"] == [2]
+        page = await admin.pull(0, limit=5000)
+        users = [e["data"]["user"] for e in page.events if e["type"] == "settings.user_enrolled"]
+        assert users.count("mallory") == 1
+        numbered = [e for e in page.events if e["type"] == "document.number_assigned"]
+        assert [e["data"]["number"] for e in numbered] == [1, 2]
+    finally:
+        await dev.close()
+        await admin.close()
