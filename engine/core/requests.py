@@ -38,7 +38,7 @@ def decode_push(req: dict[str, Any]) -> PushRequest:
 def decode_pull(req: dict[str, Any]) -> PullRequest:
     after = _int(req, "after", 0, minimum=0)
     limit = _int(req, "limit", 0, minimum=1) if "limit" in req else None
-    return PullRequest(after=after, limit=limit, hashes=bool(req.get("hashes", False)))
+    return PullRequest(after=after, limit=limit, hashes=_bool(req, "hashes"))
 
 
 def decode_numbers(req: dict[str, Any]) -> NumbersRequest:
@@ -58,7 +58,10 @@ def decode_numbers(req: dict[str, Any]) -> NumbersRequest:
             doc_id = uuid.UUID(str(it.get("doc_id")))
         except ValueError:
             raise SynvoiceError("schema", f"item {i}: doc_id must be a UUID") from None
-        items.append(NumberItem(str(kind), str(doc_id), bool(it.get("fresh", False))))
+        fresh = it.get("fresh", False)
+        if not isinstance(fresh, bool):  # "false" is truthy: a renumbering nobody asked for
+            raise SynvoiceError("bad_request", f"item {i}: 'fresh' must be true or false")
+        items.append(NumberItem(str(kind), str(doc_id), fresh))
     return NumbersRequest(items=items)
 
 
@@ -72,7 +75,7 @@ def decode_revoke(req: dict[str, Any]) -> RevokeRequest:
 
 def decode_mode(req: dict[str, Any]) -> ModeRequest:
     team = _int(req, "team", 0, minimum=1) if req.get("team") is not None else None
-    return ModeRequest(mode=_str(req, "mode"), force=bool(req.get("force", False)), team=team)
+    return ModeRequest(mode=_str(req, "mode"), force=_bool(req, "force"), team=team)
 
 
 def decode_numbering(req: dict[str, Any]) -> NumberingRequest:
@@ -117,6 +120,14 @@ def _opt_str(req: dict[str, Any], key: str) -> str | None:
         return None
     if not isinstance(v, str):
         raise SynvoiceError("bad_request", f"'{key}' must be a string")
+    return v
+
+
+def _bool(req: dict[str, Any], key: str) -> bool:
+    """A boolean field (absent: false). No truthiness: "false" or 1 is refused."""
+    v = req.get(key, False)
+    if not isinstance(v, bool):
+        raise SynvoiceError("bad_request", f"'{key}' must be true or false")
     return v
 
 

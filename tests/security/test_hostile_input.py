@@ -144,6 +144,37 @@ async def test_wrong_types_are_refused_on_the_wire(engine: EngineHarness) -> Non
     await dev.client.push([_created(dev.device_id)])  # the same event, well typed
 
 
+async def test_flags_are_booleans_not_truthy_values(engine: EngineHarness) -> None:
+    """ "fresh": "false" is truthy: read with bool() it renumbered a document."""
+    dev = await engine.device("alice")
+    admin = await engine.admin()
+    await admin.set_mode("centralized")
+    doc = str(uuid.uuid4())
+    assert engine.core.admin_secret is not None
+    first = await signed(
+        dev.client.nc, dev.device_id, dev.secret, protocol.NUMBERS,
+        codec.pack({"items": [{"kind": "invoice", "doc_id": doc}]}),
+    )  # fmt: skip
+    head = engine.core.log.head
+    cases: list[tuple[str, str, bytes, bytes]] = [
+        (dev.device_id, protocol.NUMBERS, dev.secret,
+         codec.pack({"items": [{"kind": "invoice", "doc_id": doc, "fresh": "false"}]})),
+        (dev.device_id, protocol.NUMBERS, dev.secret,
+         codec.pack({"items": [{"kind": "invoice", "doc_id": doc, "fresh": 1}]})),
+        (dev.device_id, protocol.PULL, dev.secret, codec.pack({"after": 0, "hashes": "yes"})),
+        (protocol.ADMIN_DEVICE, protocol.ADMIN_MODE, engine.core.admin_secret,
+         codec.pack({"mode": "single", "force": "no"})),
+    ]  # fmt: skip
+    for who, subject, secret, body in cases:
+        nc = admin.nc if who == protocol.ADMIN_DEVICE else dev.client.nc
+        reply = await signed(nc, who, secret, subject, body)
+        assert reply["error"]["code"] == "bad_request", (subject, reply)
+        assert "must be true or false" in reply["error"]["message"]
+    assert engine.core.log.head == head  # nothing renumbered, no mode set
+    again = await dev.client.next_numbers([("invoice", uuid.UUID(doc))])
+    assert again == first["numbers"]
+
+
 async def test_replies_go_only_to_the_callers_inbox(engine: EngineHarness) -> None:
     alice = await engine.device("alice")
     bob = await engine.device("bob")
