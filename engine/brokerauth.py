@@ -221,12 +221,14 @@ def _integration_imports(name: str) -> list[dict[str, Any]]:
 
 
 def mirror_permissions() -> dict[str, Any]:
-    """The engine's user in an integration's account: creates and inspects the
-    mirror stream, nothing else (the mirror's own traffic is the server's)."""
+    """The engine's user in an integration's account: creates, inspects and (when
+    the integration is removed) deletes the mirror stream, nothing else (the
+    mirror's own traffic is the server's)."""
     s = protocol.INTEGRATION_STREAM
+    api = "$JS.API.STREAM"
     return {
         "publish": {
-            "allow": [f"$JS.API.STREAM.CREATE.{s}", f"$JS.API.STREAM.INFO.{s}", "$JS.API.INFO"]
+            "allow": [f"{api}.CREATE.{s}", f"{api}.INFO.{s}", f"{api}.DELETE.{s}", "$JS.API.INFO"]
         },
         "subscribe": {"allow": ["_INBOX.>"]},
     }

@@ -184,6 +184,10 @@ class BrokerAuth:
             if self._applied >= wanted:
                 return  # a reload that started after our change covered it
             target = self._wanted
+            removed = self._accounts - frozenset(self.core.state.integrations)
+            if removed and self.server is not None and self.server.running:
+                # Their accounts still exist until the reload: delete their copies.
+                await self._drop_mirrors(removed)
             self.write()
             if self.server is None:
                 self._applied = target
@@ -208,25 +212,13 @@ class BrokerAuth:
     async def ensure_mirrors(self) -> None:
         """Create the mirror of the event stream in each integration's account
         (idempotent: an existing mirror is left as it is)."""
-        import nats
         from nats.js.api import ExternalStream, StreamConfig, StreamSource
 
         if self.server is None:
             return
         for name in sorted(self.core.state.integrations):
-            if not TOKEN.match(name):
-                continue
-            try:
-                nc = await nats.connect(
-                    self.server.url,
-                    user=mirror_user(name),
-                    password=mirror_password(self.admin_secret, name),
-                    tls=self.tls,
-                    allow_reconnect=False,
-                    connect_timeout=5,
-                )
-            except Exception as exc:
-                log.warning("cannot reach the account of integration %r: %s", name, exc)
+            nc = await self._account(name)
+            if nc is None:
                 continue
             try:
                 js = nc.jetstream()
@@ -242,6 +234,40 @@ class BrokerAuth:
                     )
             except Exception as exc:
                 log.warning("mirror for integration %r not created: %s", name, exc)
+            finally:
+                await nc.close()
+
+    async def _account(self, name: str) -> Any:
+        """A connection into integration ``name``'s account (its mirror user), or
+        None (logged) when it cannot be reached."""
+        import nats
+
+        if self.server is None or not TOKEN.match(name):
+            return None
+        try:
+            return await nats.connect(
+                self.server.url,
+                user=mirror_user(name),
+                password=mirror_password(self.admin_secret, name),
+                tls=self.tls,
+                allow_reconnect=False,
+                connect_timeout=5,
+            )
+        except Exception as exc:
+            log.warning("cannot reach the account of integration %r: %s", name, exc)
+            return None
+
+    async def _drop_mirrors(self, names: frozenset[str]) -> None:
+        """Delete removed integrations' mirrors: a copy of every event must not
+        stay on disk in an account nobody can use any more."""
+        for name in sorted(names):
+            nc = await self._account(name)
+            if nc is None:
+                continue
+            try:
+                await nc.jetstream().delete_stream(protocol.INTEGRATION_STREAM)
+            except Exception as exc:
+                log.warning("mirror of removed integration %r not deleted: %s", name, exc)
             finally:
                 await nc.close()
 

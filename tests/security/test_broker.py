@@ -247,8 +247,12 @@ async def test_integration_reads_the_stream_but_cannot_write(
         password=creds.password,
         inbox_prefix=creds.inbox_prefix,
     )
+    mirrors = list(eng.server.config.data_dir.glob(f"**/streams/{protocol.INTEGRATION_STREAM}"))
+    assert len(mirrors) == 1  # the ledger's copy of every event, in its account
     await admin.integration("remove", "ledger")
     await wait_for(lambda: not nc2.is_connected, timeout=10)
+    # ... and the copy goes with it (deleted before the account is).
+    assert not mirrors[0].exists()
     assert "Authorization Violation" in await refused_connect(
         eng.url, user=creds.user, password=creds.password
     )
