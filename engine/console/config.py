@@ -31,6 +31,8 @@ class ConsoleConfig:
     tls_key: Path | None = field(default_factory=lambda: _path("TLS_KEY"))
     # Failed sign-ins per user name and per client address in a minute.
     signin_attempts: int = field(default_factory=lambda: int(_env("SIGNIN_ATTEMPTS", "5")))
+    # A scraper's bearer token for /metrics ("" : none; then only on loopback).
+    metrics_token: str = field(default_factory=lambda: _env("METRICS_TOKEN"))
 
     @property
     def scheme(self) -> str:

@@ -7,6 +7,8 @@ page times. Names are listed in the README ("Web console" → Metrics).
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -109,8 +111,41 @@ def render(status: dict[str, Any] | None) -> bytes:
     return bytes(generate_latest(reg))  # type: ignore[no-untyped-call]
 
 
+def refusal(host: str, token: str, authorization: str | None) -> tuple[int, str] | None:
+    """Why a scrape is refused (status, message), or None to serve it.
+
+    With a token, only ``Authorization: Bearer TOKEN``. Without one, the figures
+    are served only while the console listens on loopback: a scrape also costs
+    the engine a status request, and nobody signs in for it."""
+    if token:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme == "Bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return None
+        return 401, "metrics need Authorization: Bearer <SYNVOICE_CONSOLE_METRICS_TOKEN>\n"
+    if _loopback(host):
+        return None
+    return 403, (
+        f"the console listens on {host}: set SYNVOICE_CONSOLE_METRICS_TOKEN "
+        "and scrape with that bearer token\n"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def register(console: Console) -> None:
-    async def metrics(_request: Request) -> Response:
+    async def metrics(request: Request) -> Response:
+        cfg = console.config
+        why = refusal(cfg.host, cfg.metrics_token, request.headers.get("authorization"))
+        if why is not None:
+            headers = {"WWW-Authenticate": "Bearer"} if why[0] == 401 else None
+            return Response(why[1], status_code=why[0], media_type="text/plain", headers=headers)
         try:
             st: dict[str, Any] | None = await console.admin.status()
         except SynvoiceError:

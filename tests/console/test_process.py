@@ -22,7 +22,7 @@ from tests.support.harness import self_signed_cert
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
-def start(data: Path, *extra: str) -> subprocess.Popen[bytes]:
+def start(data: Path, *extra: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -36,7 +36,7 @@ def start(data: Path, *extra: str) -> subprocess.Popen[bytes]:
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
     )
 
 
@@ -59,7 +59,10 @@ def test_https_secure_cookie_and_ends_with_its_stdin(tmp_path: Path) -> None:
     (data / "engine.json").write_text(json.dumps({"nats_url": "nats://127.0.0.1:1"}))
     Users(data / "console" / "users.json").set_password("operator", "correct horse battery")
     cert, key = self_signed_cert(tmp_path)
-    proc = start(data, "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key))
+    proc = start(
+        data, "--port", "0", "--tls-cert", str(cert), "--tls-key", str(key),
+        SYNVOICE_CONSOLE_METRICS_TOKEN="scrape-me",
+    )  # fmt: skip
     try:
         url = listening(proc)
         assert url.startswith("https://127.0.0.1:")
@@ -68,6 +71,12 @@ def test_https_secure_cookie_and_ends_with_its_stdin(tmp_path: Path) -> None:
         conn = http.client.HTTPSConnection("127.0.0.1", u.port, context=ctx, timeout=10)
         conn.request("GET", "/ping")
         assert conn.getresponse().read() == b"ok"
+        conn.request("GET", "/metrics")  # a token is set: a scraper must bring it
+        r = conn.getresponse()
+        assert r.status == 401 and b"Bearer" in r.read()
+        conn.request("GET", "/metrics", headers={"Authorization": "Bearer scrape-me"})
+        r = conn.getresponse()
+        assert r.status == 200 and b"synvoice_engine_up 0" in r.read()  # no engine here
         conn.request("GET", "/")
         r = conn.getresponse()
         r.read()

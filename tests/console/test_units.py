@@ -18,7 +18,7 @@ from starlette.datastructures import FormData
 from devices.console import parse_number, rules_from_form
 from engine.cli import main
 from engine.console.app import FormError, gap_key
-from engine.console.metrics import render
+from engine.console.metrics import refusal, render
 from engine.console.screens import qr_data_uri
 from engine.console.users import SigninLimiter, Users
 from engine.errors import SynvoiceError
@@ -104,6 +104,18 @@ def test_metrics_render_is_valid_openmetrics() -> None:
     assert count[0].value == 2
     down = render(None).decode()
     assert "synvoice_engine_up 0" in down
+
+
+def test_metrics_need_loopback_or_the_bearer_token() -> None:
+    assert refusal("127.0.0.1", "", None) is None
+    assert refusal("::1", "", None) is None and refusal("localhost", "", None) is None
+    status, why = refusal("0.0.0.0", "", None) or (0, "")
+    assert status == 403 and "SYNVOICE_CONSOLE_METRICS_TOKEN" in why
+    assert refusal("10.0.0.5", "s3cret", "Bearer s3cret") is None
+    for bad in (None, "", "Bearer", "Bearer wrong", "Basic s3cret", "bearer s3cret", "s3cret"):
+        assert (refusal("10.0.0.5", "s3cret", bad) or (0, ""))[0] == 401, bad
+    # A token is asked on loopback too, once it is set.
+    assert (refusal("127.0.0.1", "s3cret", None) or (0, ""))[0] == 401
 
 
 def test_ranges_and_filters() -> None:
