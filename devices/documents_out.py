@@ -9,8 +9,9 @@ seller profile is the last one the device synced.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -40,20 +41,21 @@ def invoice_data(
     seller: SellerSet,
     docs: Sequence[DocumentView],
     today: date,
-    display_number: str | None = None,
+    display: Callable[[DocumentView], str] = lambda v: str(v.number),
 ) -> InvoiceData:
     """What the renderer needs for one document (``docs``: the device's others,
-    for the credit-note links both ways)."""
+    for the credit-note links both ways; ``display``: a document's number as its
+    series shows it, e.g. INV-2026-0042, which the PDF and e-invoice carry)."""
     if not view.number:
         raise SynvoiceError(
             "conflict", f"{view.kind} {view.doc_id[:8]} has no number yet (synvoice device assign)"
         )
-    credited: int | None = None
+    credited: str | None = None
     if view.credits:
         inv = next((d for d in docs if d.doc_id == view.credits), None)
-        credited = inv.number if inv else None
+        credited = display(inv) if inv is not None and inv.number else None
     # A void credit note credits nothing: the invoice does not name it.
-    notes = [d.number for d in live_credit_notes(docs, view.doc_id) if d.number]
+    notes = [display(d) for d in live_credit_notes(docs, view.doc_id) if d.number]
     return InvoiceData(
         number=view.number,
         issue_date=date.fromisoformat(view.issue_date) if view.issue_date else today,
@@ -67,7 +69,7 @@ def invoice_data(
         payment_terms=view.payment_terms,
         credits_number=credited,
         credit_notes=notes,
-        display_number=display_number,
+        display_number=display(view),
     )
 
 
@@ -90,12 +92,14 @@ async def data_of(agent: Any, doc_id: str, today: date | None = None) -> Invoice
         await seller_of(agent),
         agent.documents(),
         today or date.today(),
-        agent.display_number(view),  # the series' pattern, e.g. INV-2026-0042
+        agent.display_number,  # the series' pattern, e.g. INV-2026-0042
     )
 
 
 def file_name(data: InvoiceData, suffix: str = ".pdf") -> str:
-    return f"{data.kind.replace('_', '-')}-{data.number}{suffix}"
+    """e.g. invoice-INV-2026-0042.pdf (a pattern's "/" and the like become "-")."""
+    shown = re.sub(r"[^A-Za-z0-9._-]+", "-", data.shown).strip("-.") or str(data.number)
+    return f"{data.kind.replace('_', '-')}-{shown}{suffix}"
 
 
 def render_pdf(data: InvoiceData) -> bytes:
@@ -174,8 +178,9 @@ def credited_of(docs: Sequence[DocumentView], invoice: DocumentView) -> list[int
     return credited_lines(invoice.lines, [cn.lines for cn in notes])
 
 
-def _name(view: DocumentView) -> str:
-    return str(view.number) if view.number else view.doc_id[:8]
+def _name(agent: Any, view: DocumentView) -> str:
+    """As the user sees it: the display number, else a short id (not numbered yet)."""
+    return str(agent.display_number(view)) if view.number else view.doc_id[:8]
 
 
 def _numbered(word: str, items: Sequence[str]) -> str:
@@ -194,7 +199,7 @@ async def credit(
     inv: DocumentView = agent.document(invoice_id)
     if inv.kind != "invoice":
         raise SynvoiceError("bad_request", f"only invoices are credited, not a {inv.kind}")
-    number = inv.number or inv.doc_id[:8]
+    number = _name(agent, inv)
     if inv.status != "issued":
         raise SynvoiceError("conflict", f"invoice {number} is {inv.status}, not issued")
     lines = list(inv.lines)
@@ -213,7 +218,7 @@ async def credit(
     chosen = plan.lines
     forced = ""
     if wanted is None and not chosen:
-        names = _numbered("credit note", [_name(cn) for cn in earlier])
+        names = _numbered("credit note", [_name(agent, cn) for cn in earlier])
         if not force:
             raise SynvoiceError(
                 "conflict",
@@ -224,7 +229,7 @@ async def credit(
     elif plan.over:
         over = sorted(plan.over)
         nums = _numbered("line", [str(pos + 1) for pos in over])
-        names = _numbered("credit note", [_name(earlier[plan.over[pos]]) for pos in over])
+        names = _numbered("credit note", [_name(agent, earlier[plan.over[pos]]) for pos in over])
         if not force:
             verb = "is" if len(plan.over) == 1 else "are"
             raise SynvoiceError(
@@ -239,7 +244,7 @@ async def credit(
         [lines[pos] for pos in chosen],
         currency=inv.currency,
         issue_date=date.today(),
-        notes=f"Credit note for invoice {inv.number}{forced}",
+        notes=f"Credit note for invoice {number}{forced}",
         credits=inv.doc_id,
     )
     return view

@@ -213,7 +213,7 @@ def ubl_xml(inv: InvoiceData) -> bytes:
     head: list[Any] = [
         cbc.CustomizationID(PEPPOL_CUSTOMIZATION),
         cbc.ProfileID(PEPPOL_PROFILE),
-        cbc.ID(str(inv.number)),
+        cbc.ID(inv.shown),
         cbc.IssueDate(inv.issue_date.isoformat()),
     ]
     if not credit and inv.due_date:
@@ -222,10 +222,10 @@ def ubl_xml(inv: InvoiceData) -> bytes:
     if inv.notes:
         head.append(cbc.Note(inv.notes))
     head.append(cbc.DocumentCurrencyCode(cur))
-    head.append(cbc.BuyerReference(inv.reference or str(inv.number)))
+    head.append(cbc.BuyerReference(inv.reference or inv.shown))
     if credit and inv.credits_number is not None:
         head.append(
-            cac.BillingReference(cac.InvoiceDocumentReference(cbc.ID(str(inv.credits_number))))
+            cac.BillingReference(cac.InvoiceDocumentReference(cbc.ID(inv.credits_number)))
         )
     head.append(cac.AccountingSupplierParty(seller_party))
     head.append(cac.AccountingCustomerParty(buyer_party))
@@ -238,7 +238,7 @@ def ubl_xml(inv: InvoiceData) -> bytes:
                     if credit and inv.due_date
                     else []
                 ),
-                cbc.PaymentID(str(inv.number)),
+                cbc.PaymentID(inv.shown),
                 cac.PayeeFinancialAccount(
                     cbc.ID(s.iban),
                     *([cac.FinancialInstitutionBranch(cbc.ID(s.bic))] if s.bic else []),
@@ -315,7 +315,7 @@ def cii_xml(inv: InvoiceData) -> bytes:
     cur = inv.currency
     doc = Document()
     doc.context.guideline_parameter.id = EN16931
-    doc.header.id = str(inv.number)
+    doc.header.id = inv.shown
     doc.header.type_code = TYPE_CODE[inv.kind]
     doc.header.issue_date_time = inv.issue_date
     if inv.notes:
@@ -326,7 +326,7 @@ def cii_xml(inv: InvoiceData) -> bytes:
         doc.header.notes.add(note)
 
     ag = doc.trade.agreement
-    ag.buyer_reference = inv.reference or str(inv.number)
+    ag.buyer_reference = inv.reference or inv.shown
     s = inv.seller
     ag.seller.name = s.legal_name
     street, extra, city = _address(s.address)
@@ -373,7 +373,7 @@ def cii_xml(inv: InvoiceData) -> bytes:
 
     st = doc.trade.settlement
     st.currency_code = cur
-    st.payment_reference = str(inv.number)
+    st.payment_reference = inv.shown
     if s.iban:
         pm = PaymentMeans()
         pm.type_code = "58"
@@ -398,7 +398,7 @@ def cii_xml(inv: InvoiceData) -> bytes:
             pt.due = inv.due_date
         st.terms.add(pt)
     if inv.kind == "credit_note" and inv.credits_number is not None:
-        st.invoice_referenced_document.issuer_assigned_id = str(inv.credits_number)
+        st.invoice_referenced_document.issuer_assigned_id = inv.credits_number
     ms = st.monetary_summation
     ms.line_total = a.net
     ms.charge_total = Decimal("0.00")

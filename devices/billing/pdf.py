@@ -49,13 +49,20 @@ class InvoiceData:
     kind: str = "invoice"
     notes: str | None = None
     payment_terms: str | None = None  # the document's own, else the seller's
-    credits_number: int | None = None  # a credit note: the number of the invoice it corrects
-    credit_notes: list[int] = field(default_factory=list)  # an invoice: its credit notes' numbers
+    # A credit note: the number of the invoice it corrects; an invoice: its credit
+    # notes' numbers. As their series show them (display numbers).
+    credits_number: str | None = None
+    credit_notes: list[str] = field(default_factory=list)
     display_number: str | None = None  # the series' number, e.g. INV-2026-0042 (patterns)
 
     @property
+    def shown(self) -> str:
+        """The number as printed and sent: the display number, else the bare one."""
+        return self.display_number or str(self.number)
+
+    @property
     def heading(self) -> str:
-        return f"{KIND_TITLES.get(self.kind, self.kind)} {self.display_number or self.number}"
+        return f"{KIND_TITLES.get(self.kind, self.kind)} {self.shown}"
 
     @property
     def terms(self) -> str | None:
@@ -230,7 +237,7 @@ def render(inv: InvoiceData, *, pdfa: bool = False) -> bytes:
     seller_end = pg.y
     pg.y = sy + 10
     pg.font()
-    info = [("Number", inv.display_number or str(inv.number)), ("Date", inv.issue_date.isoformat())]
+    info = [("Number", inv.shown), ("Date", inv.issue_date.isoformat())]
     if inv.due_date and inv.kind != "credit_note":
         info.append(("Due", inv.due_date.isoformat()))
     if inv.reference:
@@ -245,7 +252,7 @@ def render(inv: InvoiceData, *, pdfa: bool = False) -> bytes:
         pg.font()
         pg.down(6)
     if inv.credit_notes:
-        nums = ", ".join(str(n) for n in inv.credit_notes)
+        nums = ", ".join(inv.credit_notes)
         pg.text(LEFT, f"Credited by credit note {nums}")
         pg.down(6)
     pg.y = max(pg.y, seller_end) + 4

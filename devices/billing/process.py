@@ -105,6 +105,7 @@ def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
     sale = work.sale
     lines = [Line.model_validate(x) for x in doc.lines]
     total = totals(lines)[2]
+    shown = ctx.display(doc) if ctx.display else str(doc.number)  # as the PDF prints it
     path = ctx.home.pdf_dir / f"invoice-{doc.number}-{ids.safe_name(sale.sale_id)}.pdf"
     mail = None
     if work.action == "email" and sale.customer.email:
@@ -112,9 +113,9 @@ def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
         mail = Mail(
             sender=ctx.cfg.smtp_from,
             to=sale.customer.email,
-            subject=f"Invoice {doc.number} from {company}",
+            subject=f"Invoice {shown} from {company}",
             body=(
-                f"Dear {sale.customer.name},\n\nplease find attached invoice {doc.number} "
+                f"Dear {sale.customer.name},\n\nplease find attached invoice {shown} "
                 f"of {doc.issue_date or ctx.today} for {doc.currency} {money(total)}.\n\n"
                 f"Kind regards,\n{company}\n"
             ),
@@ -131,7 +132,7 @@ def render_job(work: Work, doc: DocumentView, ctx: RunContext) -> RenderJob:
             currency=doc.currency,
             reference=sale.sale_id,
             title=sale.title,
-            display_number=ctx.display(doc) if ctx.display else None,
+            display_number=shown if ctx.display else None,
         ),
         str(path),
         mail,

@@ -240,3 +240,66 @@ async def test_credit_notes_never_credit_a_line_twice(
     assert over == {1: 0, 2: 0, 3: 0, 4: 1, 5: 0, 6: 0, 7: 3}
     code, out, err = await cli("replay", log, "--no-progress")
     assert code == 0 and "2 credit note(s) credit lines their invoice has no more" in out
+
+
+async def test_pdf_einvoice_and_credit_note_carry_display_numbers(
+    tmp_path: Path,
+    engine: EngineHarness,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a number pattern, the PDF, the e-invoice's ID, the credit note's
+    reference to its invoice and the default file names all say INV-YYYY-0001."""
+    import datetime as dt
+    import io
+    from zoneinfo import ZoneInfo
+
+    from pypdf import PdfReader
+
+    async def cli(*argv: str) -> tuple[int, str, str]:
+        return await asyncio.to_thread(_run, list(argv), capsys)
+
+    admin = await engine.admin()
+    await admin.set_numbering(kind="invoice", pattern="INV-{YYYY}-{SEQ:4}", tz="Europe/Berlin")
+    await admin.set_numbering(kind="credit_note", pattern="CN/{YYYY}/{SEQ}", tz="Europe/Berlin")
+    year = dt.datetime.now(ZoneInfo("Europe/Berlin")).year
+    inv_no, cn_no = f"INV-{year}-0001", f"CN/{year}/1"
+    home = str(tmp_path / "tablet")
+    token = await enroll_token(admin, engine.url, "alice")
+    assert (await cli("device", "init", "--home", home, "--token", token))[0] == 0
+    base = ["--home", home]
+    code, _, err = await cli(
+        "seller", "set", *base, "--legal-name", "Beispiel GmbH", "--address", "Hauptstr. 1",
+        "--country", "DE", "--vat-id", "DE123456789", "--email", "rechnung@beispiel.test",
+    )  # fmt: skip
+    assert code == 0, err
+    code, _, err = await cli(
+        "device", "create", *base, "--customer", "Acme", "--country", "DE",
+        "--address", "Weg 2", "--line", "Beratung:2:150:19",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (await cli("device", "issue", *base, "invoice:1"))[0] == 0
+    code, out, err = await cli("device", "credit", *base, "invoice:1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["notes"] == f"Credit note for invoice {inv_no}"
+
+    monkeypatch.chdir(tmp_path)  # the default file names land here
+    for ref in ("invoice:1", "credit_note:1"):
+        assert (await cli("device", "einvoice", *base, ref, "--format", "ubl"))[0] == 0
+        assert (await cli("device", "pdf", *base, ref))[0] == 0
+    ubl = (tmp_path / f"invoice-INV-{year}-0001.xml").read_bytes()
+    assert f"<cbc:ID>{inv_no}</cbc:ID>".encode() in ubl and all_errors(ubl) == []
+    cn = (tmp_path / f"credit-note-CN-{year}-1.xml").read_bytes()
+    assert f"<cbc:ID>{cn_no}</cbc:ID>".encode() in cn
+    ref = cn.split(b"<cac:InvoiceDocumentReference>", 1)[1].split(b"</cbc:ID>", 1)[0]
+    assert ref.strip().endswith(f"<cbc:ID>{inv_no}".encode())
+    text = pdf_text((tmp_path / f"credit-note-CN-{year}-1.pdf").read_bytes())
+    assert f"Credit note for invoice {inv_no}" in text
+    assert f"Credited by credit note {cn_no}" in pdf_text(
+        (tmp_path / f"invoice-INV-{year}-0001.pdf").read_bytes()
+    )
+    code, _, err = await cli("device", "einvoice", *base, "invoice:1", "--format", "facturx")
+    assert code == 0, err
+    fx = PdfReader(io.BytesIO((tmp_path / f"invoice-INV-{year}-0001.facturx.pdf").read_bytes()))
+    xml = fx.attachments["factur-x.xml"][0]
+    assert f"<ram:ID>{inv_no}</ram:ID>".encode() in xml and all_errors(xml) == []

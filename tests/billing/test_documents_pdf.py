@@ -101,9 +101,13 @@ def test_seller_profile_and_payment_details_on_every_pdf() -> None:
 
 
 def test_kinds_and_credit_note_links() -> None:
-    cn = pdf_text(render(doc(*CUSTOMERS["greek"], kind="credit_note", number=3, credits_number=42)))
-    assert "Credit note 3" in cn and "Credit note for invoice 42" in cn
-    inv = pdf_text(render(doc(*CUSTOMERS["greek"], credit_notes=[3, 4])))
+    cn = pdf_text(
+        render(
+            doc(*CUSTOMERS["greek"], kind="credit_note", number=3, credits_number="INV-2026-0042")
+        )
+    )
+    assert "Credit note 3" in cn and "Credit note for invoice INV-2026-0042" in cn
+    inv = pdf_text(render(doc(*CUSTOMERS["greek"], credit_notes=["3", "4"])))
     assert "Credited by credit note 3, 4" in inv
     assert "Quote 42" in pdf_text(render(doc(*CUSTOMERS["russian"], kind="quote")))
 

@@ -72,7 +72,15 @@ def fixture_set() -> list[InvoiceData]:
                 lines=lines,
                 currency=CURRENCIES[i % len(CURRENCIES)],
                 kind="credit_note" if credit else "invoice",
-                credits_number=(1000 + i - 1) if credit else None,
+                # Half the set numbered by a pattern: the files carry display numbers.
+                display_number=f"{'CN' if credit else 'INV'}-2026-{1000 + i:05d}"
+                if i % 2
+                else None,
+                credits_number=(
+                    (f"INV-2026-{1000 + i - 1:05d}" if (i - 1) % 2 else str(1000 + i - 1))
+                    if credit
+                    else None
+                ),
                 notes="Danke für Ihren Auftrag" if i % 3 == 0 else None,
                 payment_terms=None if i % 2 else "30 days net",
             )
@@ -122,6 +130,15 @@ def test_credit_notes_reference_their_invoice() -> None:
     cii = einvoice.cii_xml(cn)
     assert b"<ram:TypeCode>381</ram:TypeCode>" in cii
     assert f"<ram:IssuerAssignedID>{cn.credits_number}<".encode() in cii
+
+
+def test_the_files_carry_the_number_the_pdf_prints() -> None:
+    shown = next(d for d in DOCS if d.display_number and d.kind == "invoice")
+    assert shown.display_number is not None and shown.display_number != str(shown.number)
+    assert f"<cbc:ID>{shown.display_number}</cbc:ID>".encode() in einvoice.ubl_xml(shown)
+    cii = einvoice.cii_xml(shown)
+    assert f"<ram:ID>{shown.display_number}</ram:ID>".encode() in cii
+    assert f"<cbc:ID>{shown.number}</cbc:ID>".encode() not in einvoice.ubl_xml(shown)
 
 
 @pytest.mark.parametrize("i", [0, 4, 2])  # invoice, credit note, Japanese customer
