@@ -98,24 +98,35 @@ def _is_number(s: str) -> bool:
 
 
 def resolve(agent: DeviceAgent, ref: str) -> str:
-    """A document from its id, a unique id prefix, or ``kind:number``."""
+    """A document from its id, a unique id prefix, ``kind:number`` or its display
+    number (``INV-2026-0042``, or ``invoice:INV-2026-0042``)."""
     ref = ref.strip()
     try:
         return str(uuid.UUID(ref))
     except ValueError:
         pass
-    m = re.fullmatch(r"(invoice|quote|estimate|credit_note)[:#](\d+)", ref)
-    if m:
-        found = [v for v in agent.documents(m.group(1)) if v.number == int(m.group(2))]
-    elif re.fullmatch(r"[0-9a-fA-F-]{4,}", ref):
+    m = re.fullmatch(r"(invoice|quote|estimate|credit_note)[:#](.+)", ref)
+    kind, shown = (m.group(1), m.group(2)) if m else (None, ref)
+    found: list[DocumentView] = []
+    if kind is not None and shown.isdigit():
+        found = [v for v in agent.documents(kind) if v.number == int(shown)]
+    elif kind is None and re.fullmatch(r"[0-9a-fA-F-]{4,}", ref):
         found = [v for v in agent.documents() if v.doc_id.startswith(ref.lower())]
-    else:
-        raise CliError(f"{ref!r} is not a document (use its id, an id prefix or kind:number)")
+    if not found and agent.numbering.settings.patterns:
+        # As the PDF prints it: the one name a customer or the office quotes.
+        found = [v for v in agent.documents(kind) if v.number and agent.display_number(v) == shown]
+    if not found and kind is None and not re.fullmatch(r"[0-9a-fA-F-]{4,}", ref):
+        raise CliError(
+            f"{ref!r} is not a document (use its id, an id prefix, kind:number "
+            "or its display number)"
+        )
     if not found:
         raise CliError(f"no document {ref!r}")
     if len(found) > 1:
         ids = ", ".join(v.doc_id[:8] for v in found)
-        raise CliError(f"{ref!r} matches {len(found)} documents ({ids}): use the id")
+        raise CliError(
+            f"{ref!r} matches {len(found)} documents ({ids}): use the id or the display number"
+        )
     return found[0].doc_id
 
 

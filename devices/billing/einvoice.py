@@ -224,9 +224,7 @@ def ubl_xml(inv: InvoiceData) -> bytes:
     head.append(cbc.DocumentCurrencyCode(cur))
     head.append(cbc.BuyerReference(inv.reference or inv.shown))
     if credit and inv.credits_number is not None:
-        head.append(
-            cac.BillingReference(cac.InvoiceDocumentReference(cbc.ID(inv.credits_number)))
-        )
+        head.append(cac.BillingReference(cac.InvoiceDocumentReference(cbc.ID(inv.credits_number))))
     head.append(cac.AccountingSupplierParty(seller_party))
     head.append(cac.AccountingCustomerParty(buyer_party))
     if s.iban:

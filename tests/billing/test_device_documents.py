@@ -283,6 +283,13 @@ async def test_pdf_einvoice_and_credit_note_carry_display_numbers(
     assert code == 0, err
     assert json.loads(out)["notes"] == f"Credit note for invoice {inv_no}"
 
+    # The number as printed names the document on the command line too.
+    for ref in (inv_no, f"invoice:{inv_no}", cn_no):
+        code, out, err = await cli("device", "show", *base, ref, "--json")
+        assert code == 0 and json.loads(out)["display_number"] in (inv_no, cn_no), err
+    code, _, err = await cli("device", "show", *base, f"INV-{year}-0002")
+    assert code != 0 and "is not a document" in err
+
     monkeypatch.chdir(tmp_path)  # the default file names land here
     for ref in ("invoice:1", "credit_note:1"):
         assert (await cli("device", "einvoice", *base, ref, "--format", "ubl"))[0] == 0
