@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"console: error: {exc}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C in the terminal of `synvoice serve` reaches its whole process
+        # group: a stop that was asked for, not a crash to print.
+        return 0
 
 
 if __name__ == "__main__":
