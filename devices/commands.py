@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
+from devices.parties import party_problems
 from devices.state import LocalState
 from engine import codec, protocol
 from engine.document import DocumentView
@@ -456,11 +457,15 @@ def _part(model: type[BaseModel], value: object, where: str) -> Any:
 
 
 def _customer(c: Customer | dict[str, Any] | str | None) -> Customer | None:
-    if c is None or isinstance(c, Customer):
-        return c
+    if c is None:
+        return None
     if isinstance(c, str):
         c = {"name": c}
-    return _part(Customer, c, "customer")  # type: ignore[no-any-return]
+    customer: Customer = c if isinstance(c, Customer) else _part(Customer, c, "customer")
+    problems = party_problems("customer", country=customer.country, email=customer.email)
+    if problems:
+        raise SynvoiceError("schema", problems[0])
+    return customer
 
 
 def _lines(lines: Iterable[Line | dict[str, Any]]) -> list[Line]:

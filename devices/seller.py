@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from devices.parties import party_problems
 from engine import codec
 from engine.client import EngineClient
 from engine.errors import SynvoiceError
@@ -47,13 +48,24 @@ def merged(current: SellerSet | None, changes: dict[str, Any]) -> SellerSet:
     if not data.get("legal_name"):
         raise SynvoiceError("bad_request", "the seller needs a legal name (--legal-name)")
     try:
-        return SellerSet(**data)
+        profile = SellerSet(**data)
     except ValueError as exc:
         errs = exc.errors() if hasattr(exc, "errors") else []
         if errs:
             where = ".".join(str(x) for x in errs[0].get("loc", ()))
             raise SynvoiceError("bad_request", f"seller {where}: {errs[0]['msg']}") from None
         raise SynvoiceError("bad_request", f"seller: {exc}") from None
+    problems = party_problems(
+        "seller",
+        country=profile.country,
+        email=profile.email,
+        vat_id=profile.vat_id,
+        iban=profile.iban,
+        bic=profile.bic,
+    )
+    if problems:
+        raise SynvoiceError("bad_request", problems[0])
+    return profile
 
 
 async def push_seller(agent: Any, profile: SellerSet, timeout: float = 10.0) -> None:

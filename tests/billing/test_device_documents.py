@@ -59,12 +59,12 @@ async def test_seller_pdf_credit_note_einvoice_and_mail(
     code, out, err = await cli(
         "seller", "set", *base, "--legal-name", "Beispiel Beratung GmbH",
         "--address", "Hauptstraße 1\n10115 Berlin", "--country", "DE",
-        "--vat-id", "DE123456789", "--iban", "DE89370400440532013000", "--bic", "COBADEFFXXX",
+        "--vat-id", "DE123456788", "--iban", "DE89370400440532013000", "--bic", "COBADEFFXXX",
         "--payment-terms", "14 Tage netto", "--email", "rechnung@beispiel.test",
     )  # fmt: skip
     assert code == 0, err
     code, out, _ = await cli("seller", "show", *base, "--json")
-    assert json.loads(out)["vat_id"] == "DE123456789"
+    assert json.loads(out)["vat_id"] == "DE123456788"
 
     code, out, err = await cli(
         "device", "create", *base, "--customer", "Ελληνική Εταιρεία Α.Ε.", "--country", "GR",
@@ -86,7 +86,7 @@ async def test_seller_pdf_credit_note_einvoice_and_mail(
         "Ελληνική Εταιρεία Α.Ε.",
         "Συμβουλευτικές υπηρεσίες",
         "Beispiel Beratung GmbH",
-        "VAT ID DE123456789",
+        "VAT ID DE123456788",
         "IBAN DE89370400440532013000",
         "Payment terms: Πληρωμή εντός 10 ημερών",  # the document's own, not the seller's
     ):
@@ -270,7 +270,7 @@ async def test_pdf_einvoice_and_credit_note_carry_display_numbers(
     base = ["--home", home]
     code, _, err = await cli(
         "seller", "set", *base, "--legal-name", "Beispiel GmbH", "--address", "Hauptstr. 1",
-        "--country", "DE", "--vat-id", "DE123456789", "--email", "rechnung@beispiel.test",
+        "--country", "DE", "--vat-id", "DE123456788", "--email", "rechnung@beispiel.test",
     )  # fmt: skip
     assert code == 0, err
     code, _, err = await cli(

@@ -31,7 +31,7 @@ SELLER = SellerSet(
     legal_name="Beispiel Beratung GmbH",
     address="Hauptstraße 1\n10115 Berlin",
     country="DE",
-    vat_id="DE123456789",
+    vat_id="DE123456788",
     registration="HRB 12345, Amtsgericht Berlin",
     email="rechnung@beispiel.test",
     phone="+49 30 1234567",
@@ -88,7 +88,7 @@ def test_seller_profile_and_payment_details_on_every_pdf() -> None:
     for part in (
         "Beispiel Beratung GmbH",
         "Hauptstraße 1",
-        "VAT ID DE123456789",
+        "VAT ID DE123456788",
         "HRB 12345, Amtsgericht Berlin",
         "rechnung@beispiel.test",
         "Payment terms: 14 Tage netto",

@@ -66,7 +66,7 @@ SAMPLES: dict[str, Any] = {
     ),
     "settings.integration_removed": settings_schema.IntegrationRemoved(name="erp"),
     "settings.seller_set": settings_schema.SellerSet(
-        legal_name="Muster GmbH", country="DE", vat_id="DE123456789", iban="DE89370400440532013000"
+        legal_name="Muster GmbH", country="DE", vat_id="DE123456788", iban="DE89370400440532013000"
     ),
     "settings.log_rolled_back": settings_schema.LogRolledBack(
         after=10, skipped_to=14, reason="restored a backup"
