@@ -11,14 +11,17 @@ from engine.errors import SynvoiceError
 
 
 def test_real_details_pass() -> None:
-    assert party_problems(
-        "seller",
-        country="DE",
-        email="rechnung@beispiel.test",
-        vat_id="DE123456788",
-        iban="DE89370400440532013000",
-        bic="COBADEFFXXX",
-    ) == []
+    assert (
+        party_problems(
+            "seller",
+            country="DE",
+            email="rechnung@beispiel.test",
+            vat_id="DE123456788",
+            iban="DE89370400440532013000",
+            bic="COBADEFFXXX",
+        )
+        == []
+    )
     assert party_problems("seller", vat_id="CHE123456789") == []  # not EU: as given
 
 
