@@ -298,8 +298,8 @@ async def test_pdf_einvoice_and_credit_note_carry_display_numbers(
     assert f"<cbc:ID>{inv_no}</cbc:ID>".encode() in ubl and all_errors(ubl) == []
     cn = (tmp_path / f"credit-note-CN-{year}-1.xml").read_bytes()
     assert f"<cbc:ID>{cn_no}</cbc:ID>".encode() in cn
-    ref = cn.split(b"<cac:InvoiceDocumentReference>", 1)[1].split(b"</cbc:ID>", 1)[0]
-    assert ref.strip().endswith(f"<cbc:ID>{inv_no}".encode())
+    linked = cn.split(b"<cac:InvoiceDocumentReference>", 1)[1].split(b"</cbc:ID>", 1)[0]
+    assert linked.strip().endswith(f"<cbc:ID>{inv_no}".encode())
     text = pdf_text((tmp_path / f"credit-note-CN-{year}-1.pdf").read_bytes())
     assert f"Credit note for invoice {inv_no}" in text
     assert f"Credited by credit note {cn_no}" in pdf_text(
