@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-DATA ?= ./data
+# The data folder: DATA=..., else SYNVOICE_DATA, else ./data.
+DATA ?= $(or $(SYNVOICE_DATA),./data)
 
 NODE_DIR := tests/node
 

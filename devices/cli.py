@@ -85,8 +85,21 @@ def parse_line(text: str) -> Line:
             tax_rate=tax,
         )
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        msg = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-        raise CliError(f"--line {text!r}: {msg}") from None
+        errs = exc.errors() if hasattr(exc, "errors") else []
+        if not errs:
+            raise CliError(f"--line {text!r}: {exc}") from None
+        field = str(errs[0]["loc"][0]) if errs[0].get("loc") else ""
+        what = _LINE_FIELDS.get(field, field)
+        raise CliError(f"--line {text!r}: {what}: {errs[0]['msg']}") from None
+
+
+# The words a --line is written in, for the Line field a message is about.
+_LINE_FIELDS = {
+    "description": "description",
+    "quantity": "quantity",
+    "unit_price": "price",
+    "tax_rate": "tax rate (percent)",
+}
 
 
 def _is_number(s: str) -> bool:

@@ -338,7 +338,8 @@ class Commands:
             if v.number == 0:
                 raise SynvoiceError(
                     "conflict",
-                    f"{label(v)} has no number yet: assign one (assign_numbers / set_number)",
+                    f"{label(v)} has no number yet: "
+                    "assign one (synvoice device assign, or renumber DOC N)",
                 )
             self.emit("document.issued", Issued(), v.doc_id, v.kind)
         return self.state.document(v.doc_id)

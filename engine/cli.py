@@ -262,12 +262,23 @@ async def _cmd_numbering(args: argparse.Namespace) -> int:
         print_json(r)
         return 0
     team = r["team"]
-    n = max(team, len(r["users"]), 1)
+    users = len(r["users"])
     print(f"user mode      {r['mode']}")
-    print(f"team size      {team if team else f'not stated (the number of users: {n})'}")
+    if not team:
+        print(f"team size      not stated (new epochs step by the users enrolled: {max(users, 1)})")
+    elif users > team:
+        print(f"team size      {team} ({users} users enrolled: new epochs step by {users})")
+    else:
+        print(f"team size      {team}")
     if r["mode"] == "distributed":
         for user, slot in sorted(r["users"].items(), key=lambda u: u[1]):
             print(f"  {user}: slot {slot}")
+        for kind, eps in sorted(r["epochs"].items()):
+            if eps:  # the last epoch is the one numbers are made in now
+                e = eps[-1]
+                print(
+                    f"  {kind}: epoch {e['epoch']}, {e['start']}..{e['end']}, step {e['increment']}"
+                )
     for kind in KINDS:
         p = r["patterns"].get(kind)
         if p is None:
@@ -663,7 +674,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(result or 0)
     except (CliError, SynvoiceError, OSError, RuntimeError, sqlite3.Error) as exc:
         # OSError covers missing or unwritable paths and connection failures.
-        print(f"synvoice: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        text = " ".join(str(exc).split())
+        if isinstance(exc, SynvoiceError):  # the protocol's code, as scripts match it
+            text = f"{exc.code}: {text}"
+        elif isinstance(exc, OSError) and exc.strerror and exc.filename:
+            text = f"{exc.strerror}: {exc.filename}"  # no "[Errno 2]"
+        print(f"synvoice: error: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -84,7 +84,7 @@ def register(sub: Any) -> None:
         p.set_defaults(handler=_cmd_read, section=name)
 
     p = sub.add_parser("history", help="every event of one document (live views)")
-    p.add_argument("doc_id")
+    p.add_argument("doc_id", metavar="DOC", help="its id, an id prefix or kind:number")
     _views_args(p)
     p.set_defaults(handler=_cmd_history)
 
@@ -137,20 +137,34 @@ def _cmd_history(args: argparse.Namespace) -> int:
 
     store = _open_views(args)
     try:
-        doc = store.document(args.doc_id)
-        rows = store.history(args.doc_id)
-        conflicts = store.conflicts(args.doc_id)
+        found = store.find(args.doc_id)
+        if len(found) > 1:
+            raise CliError(
+                f"{args.doc_id!r} names {len(found)} documents "
+                f"({', '.join(d[:8] for d in found)}): give more of the id"
+            )
+        doc_id = found[0] if found else args.doc_id
+        doc = store.document(doc_id)
+        rows = store.history(doc_id)
+        conflicts = store.conflicts(doc_id)
+        shown = (
+            store.numbering().display(doc["kind"], doc["number"], doc["numbered_at"], doc["user"])
+            if doc is not None
+            else ""
+        )
     finally:
         store.close()
     if doc is None and not rows:
-        raise CliError(f"no document {args.doc_id!r} in the views")
+        raise CliError(
+            f"no document {args.doc_id!r} in the views (give its id, an id prefix or kind:number)"
+        )
     if args.json:
         print_json({"document": doc, "history": rows, "conflicts": conflicts})
         return 0
     console = Console()
     if doc is not None:
         console.print(
-            f"{doc['kind']} #{doc['number']} {doc['doc_id']}: {doc['status']}, "
+            f"{doc['kind']} {shown} {doc['doc_id']}: {doc['status']}, "
             f"{doc['customer'] or 'no customer'}, total {doc['total']} {doc['currency']}, "
             f"by {doc['user'] or '?'} on {doc['device_id'] or '?'}"
         )

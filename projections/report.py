@@ -125,6 +125,9 @@ def _cell(value: Any) -> str:
 def table(section: str, rows: Sequence[dict[str, Any]], limit: int | None = None) -> Table:
     shown = rows if limit is None else rows[:limit]
     title = f"{_TITLES[section]} ({len(rows)})"
+    if section == "duplicates":  # a row per holder: say how many numbers too
+        held = {(r.get("kind"), r.get("period"), r.get("number")) for r in rows}
+        title = f"{_TITLES[section]} ({len(held)} held by {len(rows)} documents)"
     if len(shown) < len(rows):
         title += f", first {len(shown)} shown"
     t = Table(title=title, title_justify="left")

@@ -25,6 +25,7 @@ import msgpack
 from engine.crediting import excess
 from engine.document import DocumentView, FieldWrite, wire_totals
 from engine.hashchain import GENESIS
+from engine.schema.common import KINDS
 from engine.settings_fold import NumberingSettings
 from projections.model import Changes, Projector
 from projections.numbers import SHARED
@@ -639,6 +640,21 @@ class ViewStore:
             "ORDER BY kind, period, number, doc_id",
             args,
         )
+
+    def find(self, ref: str) -> list[str]:
+        """The documents ``ref`` names, as the device CLI reads it: an id, an id
+        prefix (4+ hex digits) or ``kind:number`` (several across the periods of
+        a resetting series). At most 10."""
+        ref = ref.strip()
+        kind, _, num = ref.partition(":")
+        if num.isdigit() and kind in KINDS:
+            q, args = "SELECT doc_id FROM documents WHERE kind = ? AND number = ?", [kind, int(num)]
+        elif ref and all(c in "0123456789abcdefABCDEF-" for c in ref) and len(ref) >= 4:
+            q, args = "SELECT doc_id FROM documents WHERE doc_id LIKE ?", [ref.lower() + "%"]
+        else:
+            return []
+        rows = self.conn.execute(q + " ORDER BY doc_id LIMIT 10", args).fetchall()
+        return [str(r[0]) for r in rows]
 
     def document(self, doc_id: str) -> dict[str, Any] | None:
         rows = self._dicts(

@@ -47,6 +47,8 @@ class Prepared:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Readers (spoolers, people) never see half a file."""
+    if not path.parent.is_dir():  # said of the file asked for, not of our .part
+        raise FileNotFoundError(f"cannot write {path}: there is no folder {path.parent}")
     tmp = path.with_name(f".{path.name}.part")
     tmp.write_bytes(data)
     os.replace(tmp, path)

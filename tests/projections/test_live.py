@@ -81,6 +81,12 @@ async def test_forgotten_sync_duplicate_shows_live_and_a_renumber_clears_it(
     hist = cli_json(capsys, "history", str(b.doc_id), "--data", data)
     assert [h["type"] for h in hist["history"]] == ["document.created", "document.number_assigned"]
     assert hist["document"]["number"] == 2 and hist["history"][1]["user"] == "alice"
+    # as the device CLI names documents: an id prefix, kind:number
+    for ref in (str(b.doc_id)[:8], "invoice:2"):
+        again = cli_json(capsys, "history", ref, "--data", data)
+        assert again["document"]["doc_id"] == str(b.doc_id), ref
+    assert main(["history", "invoice:2", "--data", data]) == 0
+    assert f"invoice 2 {b.doc_id}" in capsys.readouterr().out
     # human output works too
     assert main(["duplicates", "--data", data]) == 0
     assert "none" in capsys.readouterr().out
