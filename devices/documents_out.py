@@ -118,6 +118,14 @@ async def write_pdf(agent: Any, doc_id: str, out: Path | None = None) -> Path:
 
 
 async def write_einvoice(agent: Any, doc_id: str, fmt: str, out: Path | None = None) -> Path:
+    view: DocumentView = agent.document(doc_id)
+    if view.status == "draft" and view.kind in ("invoice", "credit_note"):
+        # An e-invoice goes to a tax system as issued: a draft may still change.
+        raise SynvoiceError(
+            "conflict",
+            f"{view.kind.replace('_', ' ')} {_name(agent, view)} is a draft: issue it first "
+            "(synvoice device issue DOC); its PDF can be made before",
+        )
     data = await data_of(agent, doc_id)
     try:
         body, suffix = export(data, fmt)

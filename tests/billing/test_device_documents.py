@@ -104,6 +104,10 @@ async def test_seller_pdf_credit_note_einvoice_and_mail(
     assert json.loads(out)["credits"] == cn["credits"]
     code, out, _ = await cli("device", "pdf", *base, "credit_note:1", "--out", str(pdf))
     assert "Credit note for invoice 1" in pdf_text(pdf.read_bytes())
+    # an e-invoice is of an issued document: a draft may still change
+    code, out, err = await cli("device", "einvoice", *base, "credit_note:1", "--format", "ubl")
+    assert code == 1 and "credit note 1 is a draft: issue it first" in err, err
+    assert (await cli("device", "issue", *base, "credit_note:1"))[0] == 0
 
     # the auditor's replay of the log lists the credit note with its invoice
     log = str(engine.server.config.data_dir / "log.sqlite")
@@ -282,6 +286,7 @@ async def test_pdf_einvoice_and_credit_note_carry_display_numbers(
     code, out, err = await cli("device", "credit", *base, "invoice:1", "--json")
     assert code == 0, err
     assert json.loads(out)["notes"] == f"Credit note for invoice {inv_no}"
+    assert (await cli("device", "issue", *base, "credit_note:1"))[0] == 0
 
     # The number as printed names the document on the command line too.
     for ref in (inv_no, f"invoice:{inv_no}", cn_no):
