@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable
@@ -659,6 +660,10 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    if argv is None and "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        # Rich lays tables out 80 columns wide off a terminal: ids and display
+        # numbers then wrap over lines in a pipe or a file (programs use --json).
+        os.environ["COLUMNS"] = "160"
     # `serve` needs none of the other commands: skip importing them (start-up
     # time and resident memory of the engine process).
     try:
